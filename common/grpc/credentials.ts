@@ -37,16 +37,23 @@ export class StaticCertificateProvider implements experimental.CertificateProvid
     }
   }
 
+  // The first delivery is deferred: grpc-js's CertificateProviderServerCredentials adds its
+  // listeners before it registers its own watcher, so a synchronous answer would be lost and the
+  // server would reset every handshake.
   addCaCertificateListener(listener: CaListener): void {
     this.caListeners.add(listener);
-    listener({ caCertificate: this.ca });
+    queueMicrotask(() => {
+      if (this.caListeners.has(listener)) listener({ caCertificate: this.ca });
+    });
   }
   removeCaCertificateListener(listener: CaListener): void {
     this.caListeners.delete(listener);
   }
   addIdentityCertificateListener(listener: IdentityListener): void {
     this.identityListeners.add(listener);
-    listener(this.identity);
+    queueMicrotask(() => {
+      if (this.identityListeners.has(listener)) listener(this.identity);
+    });
   }
   removeIdentityCertificateListener(listener: IdentityListener): void {
     this.identityListeners.delete(listener);

@@ -1,0 +1,29 @@
+/** Flags every admin verb takes, and table output. */
+import type { Argv } from 'yargs';
+import { DEFAULT_ADMIN_DIR, DEFAULT_SERVER } from '../admin-client';
+
+export interface AdminArgs {
+  server: string;
+  'admin-dir': string;
+}
+
+export function adminOptions<T>(y: Argv<T>) {
+  return y
+    .option('server', {
+      type: 'string',
+      default: process.env.SAIL_SERVER ?? DEFAULT_SERVER,
+      describe: 'Control plane admin endpoint: unix:///DATA_DIR/admin.sock or https://HOST:15014 (env SAIL_SERVER)',
+    })
+    .option('admin-dir', {
+      type: 'string',
+      default: process.env.SAIL_ADMIN_DIR ?? DEFAULT_ADMIN_DIR,
+      describe: 'Admin client certificate directory for https (env SAIL_ADMIN_DIR)',
+    });
+}
+
+/** Prints rows as aligned columns, kubectl style. */
+export function printTable(header: string[], rows: string[][]): void {
+  const widths = header.map((h, i) => Math.max(h.length, ...rows.map(r => (r[i] ?? '').length)));
+  const line = (cells: string[]) => cells.map((c, i) => c.padEnd(widths[i] ?? 0)).join('   ').trimEnd();
+  process.stdout.write([line(header), ...rows.map(line)].join('\n') + '\n');
+}
