@@ -23,12 +23,24 @@ let caProto: CaProtoGrpcType | undefined;
 /** The loaded sail.ca.v1 package (cached). */
 export function loadCaProto(): CaProtoGrpcType {
   caProto ??= grpc.loadPackageDefinition(
-    protoLoader.loadSync(path.join('sail', 'ca', 'v1', 'ca.proto'), { ...PROTO_LOADER_OPTIONS, includeDirs: [PROTO_ROOT] }),
+    protoLoader.loadSync(path.join('sail', 'ca', 'v1', 'ca.proto'), {
+      ...PROTO_LOADER_OPTIONS,
+      includeDirs: [PROTO_ROOT],
+    }),
   ) as unknown as CaProtoGrpcType;
   return caProto;
 }
 
-export type { CertificateAuthorityClient, CertificateAuthorityHandlers } from './gen/sail/ca/v1/CertificateAuthority';
+export type {
+  CertificateAuthorityClient,
+  CertificateAuthorityHandlers,
+} from './gen/sail/ca/v1/CertificateAuthority';
 export type { CreateCertificateRequest__Output } from './gen/sail/ca/v1/CreateCertificateRequest';
-export type { CreateCertificateResponse, CreateCertificateResponse__Output } from './gen/sail/ca/v1/CreateCertificateResponse';
-export type { GetTrustBundleResponse, GetTrustBundleResponse__Output } from './gen/sail/ca/v1/GetTrustBundleResponse';
+export type {
+  CreateCertificateResponse,
+  CreateCertificateResponse__Output,
+} from './gen/sail/ca/v1/CreateCertificateResponse';
+export type {
+  GetTrustBundleResponse,
+  GetTrustBundleResponse__Output,
+} from './gen/sail/ca/v1/GetTrustBundleResponse';

@@ -14,7 +14,12 @@ import type { AdminTlsMaterial } from '../common/admin-server';
 import { Backoff } from '../common/backoff';
 import { type Clock, systemClock } from '../common/clock';
 import { parseDuration } from '../common/duration';
-import { AlreadyStartedError, ConfigError, InvalidInputError, NotReadyError } from '../common/errors';
+import {
+  AlreadyStartedError,
+  ConfigError,
+  InvalidInputError,
+  NotReadyError,
+} from '../common/errors';
 import { writeFileAtomic } from '../common/fs';
 import { serverCredentials, StaticCertificateProvider } from '../common/grpc';
 import type { Route } from '../common/http';
@@ -57,7 +62,11 @@ import { CaMetrics, createCaHandlers } from './service';
 export const SYSTEM_NAMESPACE = 'sail-system';
 /** The identity every control-plane listener serves with; clients pin it instead of host names. */
 export const controlPlaneSpiffeId = (trustDomain: string) =>
-  formatSpiffeId({ trustDomain, namespace: SYSTEM_NAMESPACE, serviceAccount: 'sail-control-plane' });
+  formatSpiffeId({
+    trustDomain,
+    namespace: SYSTEM_NAMESPACE,
+    serviceAccount: 'sail-control-plane',
+  });
 /** The identity of admin client certificates. */
 export const adminSpiffeId = (trustDomain: string) =>
   formatSpiffeId({ trustDomain, namespace: SYSTEM_NAMESPACE, serviceAccount: 'sail-admin' });
@@ -101,11 +110,13 @@ export class CertificateAuthority implements Lifecycle {
     this.trustDomain = opts.trustDomain ?? DEFAULT_TRUST_DOMAIN;
     this.defaultTtlMs = opts.defaultCertTtlMs ?? DEFAULT_CERT_TTL_MS;
     this.maxTtlMs = opts.maxCertTtlMs ?? DEFAULT_MAX_CERT_TTL_MS;
-    if (!isValidTrustDomain(this.trustDomain)) throw new ConfigError(`invalid trust domain ${JSON.stringify(this.trustDomain)}`);
+    if (!isValidTrustDomain(this.trustDomain))
+      throw new ConfigError(`invalid trust domain ${JSON.stringify(this.trustDomain)}`);
     if (this.defaultTtlMs < MIN_CERT_TTL_MS || this.maxTtlMs < MIN_CERT_TTL_MS) {
       throw new ConfigError(`certificate lifetimes must be at least ${MIN_CERT_TTL_MS / 1000}s`);
     }
-    if (this.defaultTtlMs > this.maxTtlMs) throw new ConfigError('--default-cert-ttl is longer than --max-cert-ttl');
+    if (this.defaultTtlMs > this.maxTtlMs)
+      throw new ConfigError('--default-cert-ttl is longer than --max-cert-ttl');
     this.metrics = createRegistry(false);
     this.registry = new Registry(path.join(opts.dataDir, 'ca'), () => this.clock.now());
     this.queue = new FairQueue({
@@ -203,7 +214,11 @@ export class CertificateAuthority implements Lifecycle {
       },
     });
     const bootstrapPem = bootstrapCas.map(b => toPem('CERTIFICATE', b.cert.der)).join('');
-    this.provider = new StaticCertificateProvider(this.rootsPem + bootstrapPem, this.serving.certChainPem, this.serving.keyPem);
+    this.provider = new StaticCertificateProvider(
+      this.rootsPem + bootstrapPem,
+      this.serving.certChainPem,
+      this.serving.keyPem,
+    );
     const server = new grpc.Server({
       'grpc.max_receive_message_length': 64 * 1024,
       'grpc.keepalive_time_ms': 60_000,
@@ -220,7 +235,11 @@ export class CertificateAuthority implements Lifecycle {
         now: () => this.clock.now(),
         issuer: () => this.issuer as CertIssuer,
         roots: () => material.rootsPem,
-        authenticator: new Authenticator(this.registry, () => material.signingPublicKey, bootstrapCas),
+        authenticator: new Authenticator(
+          this.registry,
+          () => material.signingPublicKey,
+          bootstrapCas,
+        ),
         registry: this.registry,
         queue: this.queue,
         metrics,
@@ -228,18 +247,33 @@ export class CertificateAuthority implements Lifecycle {
     );
     const listen = this.opts.listen ?? DEFAULT_CA_LISTEN;
     const port = await new Promise<number>((resolve, reject) => {
-      server.bindAsync(listen, serverCredentials(this.provider as StaticCertificateProvider, false), (err, p) =>
-        err ? reject(new InvalidInputError(`cannot listen on ${listen}: ${err.message}`, { cause: err })) : resolve(p),
+      server.bindAsync(
+        listen,
+        serverCredentials(this.provider as StaticCertificateProvider, false),
+        (err, p) =>
+          err
+            ? reject(
+                new InvalidInputError(`cannot listen on ${listen}: ${err.message}`, { cause: err }),
+              )
+            : resolve(p),
       );
     });
     this.server = server;
     this.boundAddress = listen.replace(/:\d+$/, `:${port}`);
     this.log.info(
-      { address: this.boundAddress, trustDomain: this.trustDomain, mode: material.mode, spiffeId: controlPlaneSpiffeId(this.trustDomain) },
+      {
+        address: this.boundAddress,
+        trustDomain: this.trustDomain,
+        mode: material.mode,
+        spiffeId: controlPlaneSpiffeId(this.trustDomain),
+      },
       'CA listening',
     );
 
-    this.tasks = runTasks([s => this.renewServingCertLoop(s), s => this.flushLoop(s)], this.abort.signal).catch((err: unknown) => {
+    this.tasks = runTasks(
+      [s => this.renewServingCertLoop(s), s => this.flushLoop(s)],
+      this.abort.signal,
+    ).catch((err: unknown) => {
       this.log.error({ err }, 'CA background task failed');
     });
   }
@@ -251,22 +285,33 @@ export class CertificateAuthority implements Lifecycle {
       try {
         text = fs.readFileSync(file, 'utf8');
       } catch (err) {
-        throw new ConfigError(`cannot read bootstrap CA file ${file}: ${(err as NodeJS.ErrnoException).code ?? String(err)}`);
+        throw new ConfigError(
+          `cannot read bootstrap CA file ${file}: ${(err as NodeJS.ErrnoException).code ?? String(err)}`,
+        );
       }
       const ders = parseCertificatesPem(text);
-      if (ders.length === 0) throw new ConfigError(`bootstrap CA file ${file} holds no PEM certificate`);
+      if (ders.length === 0)
+        throw new ConfigError(`bootstrap CA file ${file} holds no PEM certificate`);
       for (const der of ders) {
         const b = toBootstrapCa(file, der);
-        if (!b.cert.isCa) throw new ConfigError(`bootstrap CA file ${file} holds a certificate that is not a CA`);
+        if (!b.cert.isCa)
+          throw new ConfigError(`bootstrap CA file ${file} holds a certificate that is not a CA`);
         out.push(b);
       }
-      this.log.info({ path: file, count: ders.length }, 'Trusting bootstrap CA for node attestation');
+      this.log.info(
+        { path: file, count: ders.length },
+        'Trusting bootstrap CA for node attestation',
+      );
     }
     return out;
   }
 
   /** Issues a certificate for a key made here (the control plane's own identities). */
-  private async issueLocal(spiffeId: string, ttlMs: number, sans: { dnsNames?: string[]; ips?: string[] } = {}) {
+  private async issueLocal(
+    spiffeId: string,
+    ttlMs: number,
+    sans: { dnsNames?: string[]; ips?: string[] } = {},
+  ) {
     const key = await generateKey('ec-p256');
     const spki = crypto.createPublicKey(key).export({ type: 'spki', format: 'der' });
     const issued = (this.issuer as CertIssuer).issue({
@@ -280,15 +325,32 @@ export class CertificateAuthority implements Lifecycle {
   }
 
   private async issueServingCert(): Promise<AdminTlsMaterial> {
-    const names = new Set(['localhost', os.hostname().toLowerCase(), ...(this.opts.serverNames ?? [])]);
+    const names = new Set([
+      'localhost',
+      os.hostname().toLowerCase(),
+      ...(this.opts.serverNames ?? []),
+    ]);
     const ips = new Set(['127.0.0.1', '::1']);
-    for (const addrs of Object.values(os.networkInterfaces())) for (const a of addrs ?? []) if (!a.address.includes('%')) ips.add(a.address);
-    for (const n of [...names]) if (net.isIP(n)) (ips.add(n), names.delete(n));
-    const { keyPem, issued } = await this.issueLocal(controlPlaneSpiffeId(this.trustDomain), SERVING_CERT_TTL_MS, {
-      dnsNames: [...names],
-      ips: [...ips],
-    });
-    this.log.info({ serial: issued.cert.serialHex, notAfter: issued.cert.notAfter.toISOString() }, 'Issued control plane serving certificate');
+    for (const addrs of Object.values(os.networkInterfaces()))
+      for (const a of addrs ?? []) if (!a.address.includes('%')) ips.add(a.address);
+    for (const n of [...names]) {
+      if (net.isIP(n)) {
+        ips.add(n);
+        names.delete(n);
+      }
+    }
+    const { keyPem, issued } = await this.issueLocal(
+      controlPlaneSpiffeId(this.trustDomain),
+      SERVING_CERT_TTL_MS,
+      {
+        dnsNames: [...names],
+        ips: [...ips],
+      },
+    );
+    this.log.info(
+      { serial: issued.cert.serialHex, notAfter: issued.cert.notAfter.toISOString() },
+      'Issued control plane serving certificate',
+    );
     return { certChainPem: issued.chainPem.slice(0, -1).join(''), keyPem, rootsPem: this.rootsPem };
   }
 
@@ -302,14 +364,21 @@ export class CertificateAuthority implements Lifecycle {
       const ours = der && isSignedBy(der, (this.material as SigningMaterial).signingPublicKey);
       if (fresh && ours) return;
     } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') this.log.warn({ err, path: certFile }, 'Reissuing unreadable admin certificate');
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT')
+        this.log.warn({ err, path: certFile }, 'Reissuing unreadable admin certificate');
     }
     await fs.promises.mkdir(dir, { recursive: true, mode: 0o700 });
-    const { keyPem, issued } = await this.issueLocal(adminSpiffeId(this.trustDomain), ADMIN_CERT_TTL_MS);
+    const { keyPem, issued } = await this.issueLocal(
+      adminSpiffeId(this.trustDomain),
+      ADMIN_CERT_TTL_MS,
+    );
     await writeFileAtomic(path.join(dir, 'key.pem'), keyPem, 0o600);
     await writeFileAtomic(certFile, issued.chainPem.slice(0, -1).join(''), 0o644);
     await writeFileAtomic(path.join(dir, 'root-cert.pem'), this.rootsPem, 0o644);
-    this.log.info({ path: dir, notAfter: issued.cert.notAfter.toISOString() }, 'Issued admin client certificate');
+    this.log.info(
+      { path: dir, notAfter: issued.cert.notAfter.toISOString() },
+      'Issued admin client certificate',
+    );
   }
 
   private async renewServingCertLoop(signal: AbortSignal): Promise<void> {
@@ -341,7 +410,9 @@ export class CertificateAuthority implements Lifecycle {
   private async flushLoop(signal: AbortSignal): Promise<void> {
     while (!signal.aborted) {
       await this.clock.sleep(REGISTRY_FLUSH_INTERVAL_MS, signal).catch(() => undefined);
-      await this.registry.flush().catch((err: unknown) => this.log.warn({ err }, 'Failed to write node entries'));
+      await this.registry
+        .flush()
+        .catch((err: unknown) => this.log.warn({ err }, 'Failed to write node entries'));
     }
   }
 
@@ -362,7 +433,9 @@ export class CertificateAuthority implements Lifecycle {
     };
     const nodeName = (v: unknown): string => {
       if (typeof v !== 'string' || !isValidNodeName(v)) {
-        throw new InvalidInputError(`node: ${JSON.stringify(v)} is not a valid node name (lowercase letters, digits, '-', '.')`);
+        throw new InvalidInputError(
+          `node: ${JSON.stringify(v)} is not a valid node name (lowercase letters, digits, '-', '.')`,
+        );
       }
       return v;
     };
@@ -377,21 +450,38 @@ export class CertificateAuthority implements Lifecycle {
           const spiffeIds = spiffeIdsOf(body);
           let ttlMs = DEFAULT_TOKEN_TTL_MS;
           if (body.ttl !== undefined) {
-            if (typeof body.ttl !== 'string') throw new InvalidInputError('ttl: want a duration such as 1h');
+            if (typeof body.ttl !== 'string')
+              throw new InvalidInputError('ttl: want a duration such as 1h');
             try {
               ttlMs = parseDuration(body.ttl);
             } catch (err) {
               throw new InvalidInputError(`ttl: ${(err as Error).message}`);
             }
-            if (ttlMs < 1000 || ttlMs > MAX_TOKEN_TTL_MS) throw new InvalidInputError(`ttl: ${body.ttl} is outside 1s..${MAX_TOKEN_TTL_MS / 86_400_000}d`);
+            if (ttlMs < 1000 || ttlMs > MAX_TOKEN_TTL_MS)
+              throw new InvalidInputError(
+                `ttl: ${body.ttl} is outside 1s..${MAX_TOKEN_TTL_MS / 86_400_000}d`,
+              );
           }
           const { token, info } = await this.registry.createToken(node, spiffeIds, ttlMs);
-          this.log.info({ tokenId: info.id, node, spiffeIds, expiresAt: info.expiresAt }, 'Created join token');
+          this.log.info(
+            { tokenId: info.id, node, spiffeIds, expiresAt: info.expiresAt },
+            'Created join token',
+          );
           return { status: 201, json: { token, ...info } };
         },
       },
-      { method: 'GET', path: '/v1/tokens', admin: true, handler: () => ({ json: { tokens: this.registry.listTokens() } }) },
-      { method: 'GET', path: '/v1/nodes', admin: true, handler: () => ({ json: { nodes: this.registry.listNodes() } }) },
+      {
+        method: 'GET',
+        path: '/v1/tokens',
+        admin: true,
+        handler: () => ({ json: { tokens: this.registry.listTokens() } }),
+      },
+      {
+        method: 'GET',
+        path: '/v1/nodes',
+        admin: true,
+        handler: () => ({ json: { nodes: this.registry.listNodes() } }),
+      },
       {
         method: 'PUT',
         path: '/v1/nodes/:name',
@@ -414,7 +504,14 @@ export class CertificateAuthority implements Lifecycle {
           return { json: { deleted: node } };
         },
       },
-      { method: 'GET', path: '/v1/trust-bundle', admin: false, handler: () => ({ json: { trustDomain: this.trustDomain, rootCerts: this.material?.rootsPem ?? [] } }) },
+      {
+        method: 'GET',
+        path: '/v1/trust-bundle',
+        admin: false,
+        handler: () => ({
+          json: { trustDomain: this.trustDomain, rootCerts: this.material?.rootsPem ?? [] },
+        }),
+      },
     ];
   }
 
@@ -437,7 +534,9 @@ export class CertificateAuthority implements Lifecycle {
         });
       }
       await this.tasks;
-      await this.registry.flush().catch((err: unknown) => this.log.warn({ err }, 'Failed to write node entries'));
+      await this.registry
+        .flush()
+        .catch((err: unknown) => this.log.warn({ err }, 'Failed to write node entries'));
       if (this.started) this.log.info('CA stopped');
     });
   }

@@ -37,11 +37,16 @@ export class CsrInvalidError extends InvalidInputError {
   }
 }
 
-export const invalid = (code: CaErrorCode, message: string) => new InvalidInputError(message, { code });
-export const unauthenticated = (code: CaErrorCode, message: string) => new NotAuthenticatedError(message, { code });
-export const denied = (code: CaErrorCode, message: string) => new NotAuthorizedError(message, { code });
-export const exhausted = (code: CaErrorCode, message: string) => new ResourceExhaustedError(message, { code });
-export const notReady = (message: string, code: CaErrorCode = 'CA_NOT_READY') => new NotReadyError(message, { code });
+export const invalid = (code: CaErrorCode, message: string) =>
+  new InvalidInputError(message, { code });
+export const unauthenticated = (code: CaErrorCode, message: string) =>
+  new NotAuthenticatedError(message, { code });
+export const denied = (code: CaErrorCode, message: string) =>
+  new NotAuthorizedError(message, { code });
+export const exhausted = (code: CaErrorCode, message: string) =>
+  new ResourceExhaustedError(message, { code });
+export const notReady = (message: string, code: CaErrorCode = 'CA_NOT_READY') =>
+  new NotReadyError(message, { code });
 
 /** Plugged-in ("bring your own") CA material that fails the start-up checks. */
 export class PluggedCertsError extends ConfigError {

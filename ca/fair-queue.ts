@@ -41,10 +41,14 @@ export class FairQueue {
   submit<T>(caller: string, fn: () => Promise<T> | T): Promise<T> {
     let q = this.queues.get(caller);
     if (q && q.length >= this.opts.maxPerCaller) {
-      return Promise.reject(exhausted('CA_QUEUE_FULL', `caller ${caller} has ${q.length} requests queued; retry later`));
+      return Promise.reject(
+        exhausted('CA_QUEUE_FULL', `caller ${caller} has ${q.length} requests queued; retry later`),
+      );
     }
     if (this.total >= this.opts.maxTotal) {
-      return Promise.reject(notReady(`the CA has ${this.total} requests queued; retry later`, 'CA_OVERLOADED'));
+      return Promise.reject(
+        notReady(`the CA has ${this.total} requests queued; retry later`, 'CA_OVERLOADED'),
+      );
     }
     return new Promise<T>((resolve, reject) => {
       const job: Job = {
@@ -64,7 +68,9 @@ export class FairQueue {
       this.total++;
       if (!this.running) {
         this.running = true;
-        setImmediate(() => void this.drain());
+        setImmediate(() => {
+          this.drain().catch(() => undefined); // jobs catch their own errors; drain cannot reject
+        });
       }
     });
   }

@@ -1,6 +1,15 @@
 /** Signs leaf certificates with the CA's key. Pure: no I/O, time comes in as an argument. */
 import type * as crypto from 'node:crypto';
-import { createCertificate, type Name, Oid, type ParsedCertificate, parseCertificate, randomSerial, type SubjectAltNames, toPem } from '../common/pki';
+import {
+  createCertificate,
+  type Name,
+  Oid,
+  type ParsedCertificate,
+  parseCertificate,
+  randomSerial,
+  type SubjectAltNames,
+  toPem,
+} from '../common/pki';
 import type { SigningMaterial } from './keystore';
 
 /** Clock-skew allowance: notBefore is backdated by this much, at most 10 % of the lifetime. */
@@ -20,7 +29,13 @@ export class CertIssuer {
    * clock skew (linkerd2's tls.Validity habit) and never past the signing certificate's end.
    * Nothing from the request is copied except the public key: the caller chose the SANs.
    */
-  issue(opts: { publicKeySpki: Buffer; subject: Name; sans: SubjectAltNames; ttlMs: number; now: number }): Issued {
+  issue(opts: {
+    publicKeySpki: Buffer;
+    subject: Name;
+    sans: SubjectAltNames;
+    ttlMs: number;
+    now: number;
+  }): Issued {
     const backdate = Math.min(MAX_BACKDATE_MS, Math.floor(opts.ttlMs / 10));
     const notAfter = Math.min(opts.now + opts.ttlMs, this.material.signingCert.notAfter.getTime());
     const der = createCertificate(
@@ -37,7 +52,11 @@ export class CertIssuer {
     );
     return {
       cert: parseCertificate(der),
-      chainPem: [toPem('CERTIFICATE', der), ...this.material.intermediatesPem, ...this.material.rootsPem.slice(0, 1)],
+      chainPem: [
+        toPem('CERTIFICATE', der),
+        ...this.material.intermediatesPem,
+        ...this.material.rootsPem.slice(0, 1),
+      ],
     };
   }
 

@@ -41,7 +41,11 @@ export interface SigningMaterial {
 }
 
 function issuerFrom(key: crypto.KeyObject, cert: ParsedCertificate): Issuer {
-  return { key, subjectDer: cert.subjectDer, keyId: cert.subjectKeyId ?? keyIdentifier(cert.publicKeySpki) };
+  return {
+    key,
+    subjectDer: cert.subjectDer,
+    keyId: cert.subjectKeyId ?? keyIdentifier(cert.publicKeySpki),
+  };
 }
 
 function sameKey(priv: crypto.KeyObject, cert: ParsedCertificate): boolean {
@@ -77,13 +81,18 @@ export async function loadOrCreateSelfSigned(opts: {
   let keyPem: string | undefined;
   let certPem: string | undefined;
   try {
-    [keyPem, certPem] = await Promise.all([fs.promises.readFile(p.key, 'utf8'), fs.promises.readFile(p.cert, 'utf8')]);
+    [keyPem, certPem] = await Promise.all([
+      fs.promises.readFile(p.key, 'utf8'),
+      fs.promises.readFile(p.cert, 'utf8'),
+    ]);
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
   }
   if (keyPem === undefined || certPem === undefined) {
     if (fs.existsSync(p.key) !== fs.existsSync(p.cert)) {
-      throw new PluggedCertsError(`${p.dir} holds only one of root-key.pem and root-cert.pem; restore the other or remove both to make a new root`);
+      throw new PluggedCertsError(
+        `${p.dir} holds only one of root-key.pem and root-cert.pem; restore the other or remove both to make a new root`,
+      );
     }
     const key = await generateKey(opts.algorithm);
     const spki = crypto.createPublicKey(key).export({ type: 'spki', format: 'der' });
@@ -108,7 +117,10 @@ export async function loadOrCreateSelfSigned(opts: {
     // above reports instead of silently minting a second root.
     await writeFileAtomic(p.key, keyPem, 0o600);
     await writeFileAtomic(p.cert, certPem, 0o644);
-    opts.log.info({ path: p.cert, algorithm: opts.algorithm }, 'Generated self-signed root certificate');
+    opts.log.info(
+      { path: p.cert, algorithm: opts.algorithm },
+      'Generated self-signed root certificate',
+    );
   }
   await writeFileAtomic(p.publicRoot, certPem, 0o644);
   const key = crypto.createPrivateKey(keyPem);
@@ -117,7 +129,9 @@ export async function loadOrCreateSelfSigned(opts: {
   const root = parseCertificate(rootDer);
   if (!sameKey(key, root)) throw new PluggedCertsError(`${p.key} does not match ${p.cert}`);
   if (root.notAfter.getTime() <= opts.now) {
-    throw new PluggedCertsError(`root certificate ${p.cert} expired at ${root.notAfter.toISOString()}`);
+    throw new PluggedCertsError(
+      `root certificate ${p.cert} expired at ${root.notAfter.toISOString()}`,
+    );
   }
   return {
     mode: 'self-signed',
@@ -134,7 +148,9 @@ function readPem(file: string, what: string): string {
   try {
     return fs.readFileSync(file, 'utf8');
   } catch (err) {
-    throw new PluggedCertsError(`cannot read ${what} ${file}: ${(err as NodeJS.ErrnoException).code ?? String(err)}`);
+    throw new PluggedCertsError(
+      `cannot read ${what} ${file}: ${(err as NodeJS.ErrnoException).code ?? String(err)}`,
+    );
   }
 }
 
@@ -144,7 +160,9 @@ function certsIn(file: string, what: string): ParsedCertificate[] {
   try {
     return ders.map(parseCertificate);
   } catch (err) {
-    throw new PluggedCertsError(`${what} ${file} is not a valid certificate: ${(err as Error).message}`);
+    throw new PluggedCertsError(
+      `${what} ${file} is not a valid certificate: ${(err as Error).message}`,
+    );
   }
 }
 
@@ -161,28 +179,52 @@ export function loadPlugged(files: PluggedCaFiles, now: number): SigningMaterial
     key = crypto.createPrivateKey(readPem(files.caKeyFile, 'CA key'));
   } catch (err) {
     if (err instanceof PluggedCertsError) throw err;
-    throw new PluggedCertsError(`CA key ${files.caKeyFile} is not a private key: ${(err as Error).message}`);
+    throw new PluggedCertsError(
+      `CA key ${files.caKeyFile} is not a private key: ${(err as Error).message}`,
+    );
   }
-  if (!sameKey(key, signing)) throw new PluggedCertsError(`CA key ${files.caKeyFile} does not match CA certificate ${files.caCertFile}`);
-  if (!signing.isCa) throw new PluggedCertsError(`CA certificate ${files.caCertFile} is not a CA (basicConstraints CA:FALSE)`);
+  if (!sameKey(key, signing))
+    throw new PluggedCertsError(
+      `CA key ${files.caKeyFile} does not match CA certificate ${files.caCertFile}`,
+    );
+  if (!signing.isCa)
+    throw new PluggedCertsError(
+      `CA certificate ${files.caCertFile} is not a CA (basicConstraints CA:FALSE)`,
+    );
   if (signing.notAfter.getTime() <= now) {
-    throw new PluggedCertsError(`CA certificate ${files.caCertFile} expired at ${signing.notAfter.toISOString()}`);
+    throw new PluggedCertsError(
+      `CA certificate ${files.caCertFile} expired at ${signing.notAfter.toISOString()}`,
+    );
   }
   if (signing.notBefore.getTime() > now) {
-    throw new PluggedCertsError(`CA certificate ${files.caCertFile} is not valid until ${signing.notBefore.toISOString()}`);
+    throw new PluggedCertsError(
+      `CA certificate ${files.caCertFile} is not valid until ${signing.notBefore.toISOString()}`,
+    );
   }
   const roots = certsIn(files.rootCertFile, 'root certificate');
   const root = roots[0] as ParsedCertificate;
   if (!root.isCa) throw new PluggedCertsError(`root certificate ${files.rootCertFile} is not a CA`);
   // The chain file conventionally starts with the signing certificate itself; drop it and the root.
-  const chain = certsIn(files.certChainFile, 'certificate chain').filter(c => !c.der.equals(signing.der) && !c.der.equals(root.der));
+  const chain = certsIn(files.certChainFile, 'certificate chain').filter(
+    c => !c.der.equals(signing.der) && !c.der.equals(root.der),
+  );
   const path_ = [signing, ...chain];
   for (let i = 0; i < path_.length; i++) {
     const child = path_[i] as ParsedCertificate;
     const parent = path_[i + 1] ?? root;
-    if (!isSignedBy(child.der, crypto.createPublicKey({ key: parent.publicKeySpki, format: 'der', type: 'spki' }))) {
-      const which = i === 0 ? `CA certificate ${files.caCertFile}` : `certificate ${i + 1} of ${files.certChainFile}`;
-      throw new PluggedCertsError(`${which} does not chain to root certificate ${files.rootCertFile}`);
+    if (
+      !isSignedBy(
+        child.der,
+        crypto.createPublicKey({ key: parent.publicKeySpki, format: 'der', type: 'spki' }),
+      )
+    ) {
+      const which =
+        i === 0
+          ? `CA certificate ${files.caCertFile}`
+          : `certificate ${i + 1} of ${files.certChainFile}`;
+      throw new PluggedCertsError(
+        `${which} does not chain to root certificate ${files.rootCertFile}`,
+      );
     }
   }
   const selfIsRoot = signing.der.equals(root.der);

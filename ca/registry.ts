@@ -75,7 +75,9 @@ export class Registry {
     const [n, t] = await Promise.all([this.nodeFile.read(), this.tokenFile.read()]);
     this.nodes = new Map(n.nodes.map(e => [e.name, e]));
     const cutoff = this.now() - TOKEN_RETENTION_MS;
-    this.tokens = new Map(t.tokens.filter(r => Date.parse(r.expiresAt) > cutoff).map(r => [r.id, r]));
+    this.tokens = new Map(
+      t.tokens.filter(r => Date.parse(r.expiresAt) > cutoff).map(r => [r.id, r]),
+    );
   }
 
   private saveNodes(): Promise<void> {
@@ -96,11 +98,22 @@ export class Registry {
 
   /** Creates or replaces the identities of a node. */
   async upsertNode(name: string, spiffeIds: readonly string[]): Promise<NodeEntry> {
-    if (!isValidNodeName(name)) throw invalid('CA_NODE_UNKNOWN', `invalid node name ${JSON.stringify(name)}: lowercase letters, digits, '-' and '.'`);
-    if (spiffeIds.length === 0) throw invalid('CA_NODE_UNKNOWN', 'a node needs at least one service account');
+    if (!isValidNodeName(name))
+      throw invalid(
+        'CA_NODE_UNKNOWN',
+        `invalid node name ${JSON.stringify(name)}: lowercase letters, digits, '-' and '.'`,
+      );
+    if (spiffeIds.length === 0)
+      throw invalid('CA_NODE_UNKNOWN', 'a node needs at least one service account');
     const ts = new Date(this.now()).toISOString();
     const prev = this.nodes.get(name);
-    const entry: NodeEntry = { ...prev, name, spiffeIds: [...new Set(spiffeIds)], createdAt: prev?.createdAt ?? ts, updatedAt: ts };
+    const entry: NodeEntry = {
+      ...prev,
+      name,
+      spiffeIds: [...new Set(spiffeIds)],
+      createdAt: prev?.createdAt ?? ts,
+      updatedAt: ts,
+    };
     this.nodes.set(name, entry);
     await this.saveNodes();
     return entry;
@@ -119,11 +132,20 @@ export class Registry {
   /** Records a successful issuance (in memory; persisted with the next write). */
   noteIssued(name: string, how: Attestation): void {
     const e = this.nodes.get(name);
-    if (e) this.nodes.set(name, { ...e, lastIssuedAt: new Date(this.now()).toISOString(), lastAttestation: how });
+    if (e)
+      this.nodes.set(name, {
+        ...e,
+        lastIssuedAt: new Date(this.now()).toISOString(),
+        lastAttestation: how,
+      });
   }
 
   /** Creates a join token for a node (creating or updating the node entry); returns the secret once. */
-  async createToken(node: string, spiffeIds: readonly string[], ttlMs: number): Promise<{ token: string; info: TokenInfo }> {
+  async createToken(
+    node: string,
+    spiffeIds: readonly string[],
+    ttlMs: number,
+  ): Promise<{ token: string; info: TokenInfo }> {
     await this.upsertNode(node, spiffeIds);
     const id = crypto.randomBytes(8).toString('hex');
     const secret = crypto.randomBytes(32).toString('base64url');
@@ -160,12 +182,19 @@ export class Registry {
       throw unauthenticated('CA_TOKEN_INVALID', `join token ${parsed.id} is not known to this CA`);
     }
     if (Date.parse(rec.expiresAt) <= this.now()) {
-      throw unauthenticated('CA_TOKEN_EXPIRED', `join token ${rec.id} expired at ${rec.expiresAt}; create a new one with 'sail token create'`);
+      throw unauthenticated(
+        'CA_TOKEN_EXPIRED',
+        `join token ${rec.id} expired at ${rec.expiresAt}; create a new one with 'sail token create'`,
+      );
     }
     if (rec.usedByKey !== undefined && rec.usedByKey !== spkiHash) {
-      throw denied('CA_TOKEN_USED', `join token ${rec.id} was already used at ${String(rec.usedAt)}; tokens are single-use`);
+      throw denied(
+        'CA_TOKEN_USED',
+        `join token ${rec.id} was already used at ${String(rec.usedAt)}; tokens are single-use`,
+      );
     }
-    if (!this.nodes.has(rec.node)) throw denied('CA_NODE_UNKNOWN', `node ${rec.node} of join token ${rec.id} was removed`);
+    if (!this.nodes.has(rec.node))
+      throw denied('CA_NODE_UNKNOWN', `node ${rec.node} of join token ${rec.id} was removed`);
     return rec;
   }
 
@@ -173,7 +202,11 @@ export class Registry {
   async redeemToken(id: string, spkiHash: string): Promise<void> {
     const rec = this.tokens.get(id);
     if (!rec || rec.usedByKey === spkiHash) return;
-    this.tokens.set(id, { ...rec, usedAt: new Date(this.now()).toISOString(), usedByKey: spkiHash });
+    this.tokens.set(id, {
+      ...rec,
+      usedAt: new Date(this.now()).toISOString(),
+      usedByKey: spkiHash,
+    });
     await this.saveTokens();
   }
 

@@ -7,7 +7,13 @@ import type {
   CreateCertificateResponse,
   GetTrustBundleResponse,
 } from '../api';
-import { InvalidInputError, NotAuthenticatedError, NotAuthorizedError, NotReadyError, ResourceExhaustedError } from '../common/errors';
+import {
+  InvalidInputError,
+  NotAuthenticatedError,
+  NotAuthorizedError,
+  NotReadyError,
+  ResourceExhaustedError,
+} from '../common/errors';
 import { peerCertificate, unaryHandler } from '../common/grpc';
 import type { Logger } from '../common/logging';
 import { prom } from '../common/metrics';
@@ -18,7 +24,6 @@ import { CsrInvalidError, invalid } from './errors';
 import type { FairQueue } from './fair-queue';
 import { type CertIssuer, workloadSubject } from './issuer';
 import { type Registry, spkiHash } from './registry';
-
 
 /** The service's metrics, registered on the component's registry. */
 export class CaMetrics {
@@ -73,31 +78,53 @@ export interface CaServiceDeps {
 }
 
 /** Parses the requested lifetime: 0 is the default, below the minimum is an error, above the max is capped. */
-export function resolveTtlMs(validitySeconds: string | number, defaultMs: number, maxMs: number): number {
+export function resolveTtlMs(
+  validitySeconds: string | number,
+  defaultMs: number,
+  maxMs: number,
+): number {
   const s = Number(validitySeconds);
-  if (!Number.isFinite(s) || s < 0) throw invalid('CA_TTL_INVALID', `validity_seconds ${String(validitySeconds)} is not a non-negative number`);
+  if (!Number.isFinite(s) || s < 0)
+    throw invalid(
+      'CA_TTL_INVALID',
+      `validity_seconds ${String(validitySeconds)} is not a non-negative number`,
+    );
   if (s === 0) return Math.min(defaultMs, maxMs);
   const ms = s * 1000;
-  if (ms < MIN_CERT_TTL_MS) throw invalid('CA_TTL_INVALID', `validity_seconds ${s} is below the minimum of ${MIN_CERT_TTL_MS / 1000}`);
+  if (ms < MIN_CERT_TTL_MS)
+    throw invalid(
+      'CA_TTL_INVALID',
+      `validity_seconds ${s} is below the minimum of ${MIN_CERT_TTL_MS / 1000}`,
+    );
   return Math.min(ms, maxMs);
 }
 
 function csrDerFrom(pem: string): Buffer {
   if (!pem) throw new CsrInvalidError('csr is empty');
-  if (Buffer.byteLength(pem) > MAX_CSR_BYTES) throw new CsrInvalidError(`csr is ${Buffer.byteLength(pem)} bytes; the limit is ${MAX_CSR_BYTES}`);
+  if (Buffer.byteLength(pem) > MAX_CSR_BYTES)
+    throw new CsrInvalidError(
+      `csr is ${Buffer.byteLength(pem)} bytes; the limit is ${MAX_CSR_BYTES}`,
+    );
   let blocks;
   try {
-    blocks = parsePem(pem).filter(b => b.label === 'CERTIFICATE REQUEST' || b.label === 'NEW CERTIFICATE REQUEST');
+    blocks = parsePem(pem).filter(
+      b => b.label === 'CERTIFICATE REQUEST' || b.label === 'NEW CERTIFICATE REQUEST',
+    );
   } catch (err) {
     throw new CsrInvalidError(`csr is not valid PEM: ${(err as Error).message}`);
   }
-  if (blocks.length !== 1) throw new CsrInvalidError(`csr must hold exactly one PEM "CERTIFICATE REQUEST" block, found ${blocks.length}`);
+  if (blocks.length !== 1)
+    throw new CsrInvalidError(
+      `csr must hold exactly one PEM "CERTIFICATE REQUEST" block, found ${blocks.length}`,
+    );
   return (blocks[0] as { der: Buffer }).der;
 }
 
 /** Builds the grpc-js handlers. */
 export function createCaHandlers(d: CaServiceDeps): CertificateAuthorityHandlers {
-  const create = async (call: grpc.ServerUnaryCall<CreateCertificateRequest__Output, CreateCertificateResponse>): Promise<CreateCertificateResponse> => {
+  const create = async (
+    call: grpc.ServerUnaryCall<CreateCertificateRequest__Output, CreateCertificateResponse>,
+  ): Promise<CreateCertificateResponse> => {
     const started = process.hrtime.bigint();
     const req = call.request;
     const peer = peerCertificate(call);
@@ -123,10 +150,16 @@ export function createCaHandlers(d: CaServiceDeps): CertificateAuthorityHandlers
         const caller = d.authenticator.authenticate(peer, token, keyHash);
         attestation = caller.attestation;
         if (req.node && req.node !== caller.node) {
-          throw new NotAuthorizedError(`request names node ${req.node} but the credentials are for node ${caller.node}`, { code: 'CA_NODE_MISMATCH' });
+          throw new NotAuthorizedError(
+            `request names node ${req.node} but the credentials are for node ${caller.node}`,
+            { code: 'CA_NODE_MISMATCH' },
+          );
         }
         const entry = d.registry.getNode(caller.node);
-        if (!entry) throw new NotAuthorizedError(`node ${caller.node} is not registered`, { code: 'CA_NODE_UNKNOWN' });
+        if (!entry)
+          throw new NotAuthorizedError(`node ${caller.node} is not registered`, {
+            code: 'CA_NODE_UNKNOWN',
+          });
         const spiffeId = chooseIdentity(entry, req.spiffeId, csr.uris, d.trustDomain);
         // Persist the token's use before answering: a crash after answering must not let it be reused.
         if (caller.tokenId) await d.registry.redeemToken(caller.tokenId, keyHash);
@@ -139,7 +172,14 @@ export function createCaHandlers(d: CaServiceDeps): CertificateAuthorityHandlers
         });
         d.registry.noteIssued(caller.node, caller.attestation);
         d.log.info(
-          { node: caller.node, spiffeId, serial: issued.cert.serialHex, notAfter: issued.cert.notAfter.toISOString(), attestation: caller.attestation, tokenId: caller.tokenId },
+          {
+            node: caller.node,
+            spiffeId,
+            serial: issued.cert.serialHex,
+            notAfter: issued.cert.notAfter.toISOString(),
+            attestation: caller.attestation,
+            tokenId: caller.tokenId,
+          },
           'Issued certificate',
         );
         return { certChain: issued.chainPem, spiffeId, node: caller.node };

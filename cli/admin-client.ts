@@ -55,7 +55,9 @@ export class AdminClient {
       const onResponse = (res: http.IncomingMessage) => {
         const chunks: Buffer[] = [];
         res.on('data', (c: Buffer) => chunks.push(c));
-        res.on('end', () => resolve({ status: res.statusCode ?? 0, text: Buffer.concat(chunks).toString('utf8') }));
+        res.on('end', () =>
+          resolve({ status: res.statusCode ?? 0, text: Buffer.concat(chunks).toString('utf8') }),
+        );
         res.on('error', reject);
       };
       if (server.startsWith('unix://')) {
@@ -68,7 +70,9 @@ export class AdminClient {
           try {
             return fs.readFileSync(path.join(dir, f));
           } catch (err) {
-            throw new InvalidInputError(`cannot read ${path.join(dir, f)} (set --admin-dir): ${(err as NodeJS.ErrnoException).code ?? String(err)}`);
+            throw new InvalidInputError(
+              `cannot read ${path.join(dir, f)} (set --admin-dir): ${(err as NodeJS.ErrnoException).code ?? String(err)}`,
+            );
           }
         };
         req = https.request(
@@ -84,20 +88,34 @@ export class AdminClient {
             key: read('key.pem'),
             // The control plane is pinned by its SPIFFE ID, not its host name.
             checkServerIdentity: (_host, cert) =>
-              cert.raw && parseCertificate(cert.raw).uris.some(u => /^spiffe:\/\/[^/]+\/ns\/sail-system\/sa\/sail-control-plane$/.test(u))
+              cert.raw &&
+              parseCertificate(cert.raw).uris.some(u =>
+                /^spiffe:\/\/[^/]+\/ns\/sail-system\/sa\/sail-control-plane$/.test(u),
+              )
                 ? undefined
                 : new Error('server is not the Sail control plane (SPIFFE ID mismatch)'),
           },
           onResponse,
         );
       } else {
-        throw new InvalidInputError(`--server ${JSON.stringify(server)}: want unix:///PATH/admin.sock or https://HOST:PORT`);
+        throw new InvalidInputError(
+          `--server ${JSON.stringify(server)}: want unix:///PATH/admin.sock or https://HOST:PORT`,
+        );
       }
-      req.on('timeout', () => req.destroy(new Error(`no answer from ${server} within ${timeout} ms`)));
+      req.on('timeout', () =>
+        req.destroy(new Error(`no answer from ${server} within ${timeout} ms`)),
+      );
       req.on('error', err => {
         const code = (err as NodeJS.ErrnoException).code;
-        const hint = code === 'ENOENT' || code === 'ECONNREFUSED' ? ' (is the control plane running? set --server or SAIL_SERVER)' : '';
-        reject(new Error(`cannot reach the control plane at ${server}: ${err.message}${hint}`, { cause: err }));
+        const hint =
+          code === 'ENOENT' || code === 'ECONNREFUSED'
+            ? ' (is the control plane running? set --server or SAIL_SERVER)'
+            : '';
+        reject(
+          new Error(`cannot reach the control plane at ${server}: ${err.message}${hint}`, {
+            cause: err,
+          }),
+        );
       });
       req.end(payload);
     });
@@ -110,7 +128,10 @@ export class AdminClient {
     }
     if (status >= 400) {
       const e = (json as { error?: { code?: string; message?: string } }).error ?? {};
-      if (status === 400) throw new InvalidInputError(e.message ?? `HTTP ${status}`, { code: e.code ?? 'COMMON_INVALID_INPUT' });
+      if (status === 400)
+        throw new InvalidInputError(e.message ?? `HTTP ${status}`, {
+          code: e.code ?? 'COMMON_INVALID_INPUT',
+        });
       throw new AdminApiError(status, e.code ?? 'COMMON_INTERNAL', e.message ?? `HTTP ${status}`);
     }
     return json as T;

@@ -6,7 +6,10 @@ import type { Logger } from '../common/logging';
  * waiting (an agent with no certificate yet) closes at once, which aborts the start. A start
  * failure is rethrown for the CLI to map to an exit code; a second signal exits immediately.
  */
-export async function runUntilSignal(log: Logger, parts: { start(): Promise<void>; close(): Promise<void> }): Promise<void> {
+export async function runUntilSignal(
+  log: Logger,
+  parts: { start(): Promise<void>; close(): Promise<void> },
+): Promise<void> {
   let stopping = false;
   const stopped = new Promise<NodeJS.Signals>(resolve => {
     const onSignal = (sig: NodeJS.Signals) => {
@@ -21,10 +24,12 @@ export async function runUntilSignal(log: Logger, parts: { start(): Promise<void
     process.on('SIGINT', onSignal);
   });
   const starting = parts.start();
-  const first = await Promise.race([starting.then(() => undefined), stopped]).catch(async (err: unknown) => {
-    await parts.close().catch(() => undefined);
-    throw err;
-  });
+  const first = await Promise.race([starting.then(() => undefined), stopped]).catch(
+    async (err: unknown) => {
+      await parts.close().catch(() => undefined);
+      throw err;
+    },
+  );
   const sig = first ?? (await stopped);
   log.info({ signal: sig }, 'Shutting down');
   await parts.close();

@@ -15,7 +15,9 @@ import { SAIL_VERSION } from './version';
 export async function main(argv: string[]): Promise<void> {
   const parser = yargs(argv)
     .scriptName('sail')
-    .usage('$0 <command> [options]\n\nSail: a service mesh for virtual machines and physical hosts.')
+    .usage(
+      '$0 <command> [options]\n\nSail: a service mesh for virtual machines and physical hosts.',
+    )
     .command(controlPlaneCommand as never)
     .command(caCommand as never)
     .command(tokenCommand)

@@ -88,7 +88,10 @@ export class AdminServer implements Lifecycle {
   }
 
   async close(): Promise<void> {
-    await Promise.all([this.unixServer && closeServer(this.unixServer), this.httpsServer && closeServer(this.httpsServer)]);
+    await Promise.all([
+      this.unixServer && closeServer(this.unixServer),
+      this.httpsServer && closeServer(this.httpsServer),
+    ]);
     this.unixServer = undefined;
     this.httpsServer = undefined;
   }

@@ -40,7 +40,8 @@ export function formatZodError(source: string, err: z.ZodError): string {
     .map(issue => {
       const where = issue.path.length ? issue.path.map(String).join('.') : '(top level)';
       let msg = issue.message;
-      if (issue.code === 'unrecognized_keys') msg = `unknown field${issue.keys.length > 1 ? 's' : ''} ${issue.keys.map(k => JSON.stringify(k)).join(', ')}`;
+      if (issue.code === 'unrecognized_keys')
+        msg = `unknown field${issue.keys.length > 1 ? 's' : ''} ${issue.keys.map(k => JSON.stringify(k)).join(', ')}`;
       return `${source}: ${where}: ${msg}`;
     })
     .join('\n');
@@ -50,14 +51,22 @@ export function formatZodError(source: string, err: z.ZodError): string {
  * Parses YAML text and validates it.
  * @throws ConfigError naming `source`, the line for syntax errors, and the field path otherwise
  */
-export function parseConfig<S extends z.ZodType>(source: string, text: string, schema: S): z.output<S> {
+export function parseConfig<S extends z.ZodType>(
+  source: string,
+  text: string,
+  schema: S,
+): z.output<S> {
   let doc: unknown;
   try {
     const parsed = YAML.parseDocument(text, { uniqueKeys: true });
-    if (parsed.errors.length > 0) throw parsed.errors[0];
+    const [first] = parsed.errors;
+    if (first) throw first;
     doc = parsed.toJS() ?? {};
   } catch (err) {
-    throw new ConfigError(`${source}: invalid YAML: ${(err as Error).message.split('\n')[0]}`, { cause: err });
+    throw new ConfigError(
+      `${source}: invalid YAML: ${(err as Error).message.split('\n')[0]?.replace(/:$/, '')}`,
+      { cause: err },
+    );
   }
   const result = schema.safeParse(doc);
   if (!result.success) throw new ConfigError(formatZodError(source, result.error));
@@ -73,7 +82,10 @@ export function loadConfigFile<S extends z.ZodType>(file: string, schema: S): z.
   try {
     text = fs.readFileSync(file, 'utf8');
   } catch (err) {
-    throw new ConfigError(`cannot read config file ${file}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`, { cause: err });
+    throw new ConfigError(
+      `cannot read config file ${file}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`,
+      { cause: err },
+    );
   }
   return parseConfig(file, text, schema);
 }

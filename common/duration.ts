@@ -13,7 +13,8 @@ export function parseDuration(text: string): number {
   let total = 0;
   while (rest.length > 0) {
     const m = DURATION_RE.exec(rest);
-    if (!m) throw new Error(`invalid duration ${JSON.stringify(text)}: want e.g. 30s, 10m, 24h, 1h30m`);
+    if (!m)
+      throw new Error(`invalid duration ${JSON.stringify(text)}: want e.g. 30s, 10m, 24h, 1h30m`);
     total += Number(m[1]) * (UNIT_MS[m[2] as string] as number);
     rest = rest.slice(m[0].length);
   }
@@ -25,7 +26,12 @@ export function formatDuration(ms: number): string {
   if (ms < 1000) return `${Math.round(ms)}ms`;
   let s = Math.round(ms / 1000);
   const parts: string[] = [];
-  for (const [unit, size] of [['d', 86400], ['h', 3600], ['m', 60], ['s', 1]] as const) {
+  for (const [unit, size] of [
+    ['d', 86400],
+    ['h', 3600],
+    ['m', 60],
+    ['s', 1],
+  ] as const) {
     if (s >= size) {
       parts.push(`${Math.floor(s / size)}${unit}`);
       s %= size;

@@ -79,6 +79,9 @@ export const COMMON_ERROR_CODES = [
   'COMMON_RESOURCE_EXHAUSTED',
   'COMMON_CLOSED',
   'COMMON_ALREADY_STARTED',
+  'COMMON_NOT_FOUND',
+  'COMMON_METHOD_NOT_ALLOWED',
+  'COMMON_INTERNAL',
 ] as const;
 
 /** A message for any thrown value (grpc-js `getErrorMessage`). */

@@ -7,8 +7,15 @@ import * as path from 'node:path';
  * Writes `data` to `file` atomically: a temporary file in the same directory, fsync, then rename.
  * `mode` applies from creation, so a secret is never readable by others even for a moment.
  */
-export async function writeFileAtomic(file: string, data: string | Buffer, mode = 0o644): Promise<void> {
-  const tmp = path.join(path.dirname(file), `.${path.basename(file)}.${crypto.randomBytes(6).toString('hex')}.tmp`);
+export async function writeFileAtomic(
+  file: string,
+  data: string | Buffer,
+  mode = 0o644,
+): Promise<void> {
+  const tmp = path.join(
+    path.dirname(file),
+    `.${path.basename(file)}.${crypto.randomBytes(6).toString('hex')}.tmp`,
+  );
   const fh = await fs.promises.open(tmp, 'wx', mode);
   try {
     await fh.writeFile(data);
@@ -27,7 +34,10 @@ export async function writeFileAtomic(file: string, data: string | Buffer, mode 
 
 /** Synchronous twin of writeFileAtomic, for CLI commands that write a few small files. */
 export function writeFileAtomicSync(file: string, data: string | Buffer, mode = 0o644): void {
-  const tmp = path.join(path.dirname(file), `.${path.basename(file)}.${crypto.randomBytes(6).toString('hex')}.tmp`);
+  const tmp = path.join(
+    path.dirname(file),
+    `.${path.basename(file)}.${crypto.randomBytes(6).toString('hex')}.tmp`,
+  );
   const fd = fs.openSync(tmp, 'wx', mode);
   try {
     fs.writeFileSync(fd, data);
@@ -36,7 +46,12 @@ export function writeFileAtomicSync(file: string, data: string | Buffer, mode = 
   } finally {
     fs.closeSync(fd);
   }
-  fs.renameSync(tmp, file);
+  try {
+    fs.renameSync(tmp, file);
+  } catch (err) {
+    fs.rmSync(tmp, { force: true });
+    throw err;
+  }
 }
 
 /** One file of a set written by writeFileSetAtomic. */
@@ -54,7 +69,11 @@ const DATA_LINK = '..data';
  * layout: files go into a fresh `..<timestamp>` directory, the `..data` symlink is swapped to it
  * with one rename, and each visible name is a symlink through `..data`. Old versions are removed.
  */
-export async function writeFileSetAtomic(dir: string, files: readonly FileSetEntry[], owner?: { uid: number; gid: number }): Promise<void> {
+export async function writeFileSetAtomic(
+  dir: string,
+  files: readonly FileSetEntry[],
+  owner?: { uid: number; gid: number },
+): Promise<void> {
   await fs.promises.mkdir(dir, { recursive: true, mode: 0o755 });
   const version = `..${new Date().toISOString().replace(/[:.]/g, '_')}.${crypto.randomBytes(4).toString('hex')}`;
   const versionDir = path.join(dir, version);

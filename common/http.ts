@@ -33,7 +33,8 @@ export interface HttpRequestContext {
 }
 
 /** A handler's answer: JSON (object), or text with a content type. */
-export type HttpResult = { status?: number; json: unknown } | { status?: number; text: string; contentType?: string };
+export type HttpResult =
+  { status?: number; json: unknown } | { status?: number; text: string; contentType?: string };
 
 /** One route: a method, a path with `:param` segments, and whether it needs admin rights. */
 export interface Route {
@@ -60,8 +61,13 @@ function matchPath(pattern: string, actual: string): Record<string, string> | un
   const params: Record<string, string> = {};
   for (let i = 0; i < p.length; i++) {
     const seg = p[i] as string;
-    if (seg.startsWith(':')) params[seg.slice(1)] = decodeURIComponent(a[i] as string);
-    else if (seg !== a[i]) return undefined;
+    if (seg.startsWith(':')) {
+      try {
+        params[seg.slice(1)] = decodeURIComponent(a[i] as string);
+      } catch {
+        return undefined; // a malformed %-escape matches no route
+      }
+    } else if (seg !== a[i]) return undefined;
   }
   return params;
 }
@@ -73,8 +79,10 @@ function readBody(req: http.IncomingMessage): Promise<Record<string, unknown>> {
     req.on('data', (c: Buffer) => {
       size += c.length;
       if (size > MAX_BODY_BYTES) {
+        // Stop buffering but keep draining, so the client reads the error instead of a reset.
+        req.removeAllListeners('data');
+        req.resume();
         reject(new InvalidInputError(`request body exceeds ${MAX_BODY_BYTES} bytes`));
-        req.destroy();
         return;
       }
       chunks.push(c);
@@ -85,7 +93,8 @@ function readBody(req: http.IncomingMessage): Promise<Record<string, unknown>> {
       if (text.trim() === '') return resolve({});
       try {
         const v: unknown = JSON.parse(text);
-        if (v === null || typeof v !== 'object' || Array.isArray(v)) throw new Error('body must be a JSON object');
+        if (v === null || typeof v !== 'object' || Array.isArray(v))
+          throw new Error('body must be a JSON object');
         resolve(v as Record<string, unknown>);
       } catch (err) {
         reject(new InvalidInputError(`invalid JSON body: ${(err as Error).message}`));
@@ -98,41 +107,88 @@ function readBody(req: http.IncomingMessage): Promise<Record<string, unknown>> {
  * Builds a request listener over `routes`. `isAdmin(req)` decides admin rights per request
  * (the unix socket grants them; TLS checks the client certificate).
  */
-export function createRouter(routes: readonly Route[], log: Logger, isAdmin: (req: http.IncomingMessage) => boolean): http.RequestListener {
+export function createRouter(
+  routes: readonly Route[],
+  log: Logger,
+  isAdmin: (req: http.IncomingMessage) => boolean,
+): http.RequestListener {
   return (req, res) => {
-    const url = new URL(req.url ?? '/', 'http://localhost');
     const send = (status: number, body: string, contentType: string) => {
-      res.writeHead(status, { 'content-type': contentType, 'content-length': Buffer.byteLength(body) });
+      const headers: http.OutgoingHttpHeaders = {
+        'content-type': contentType,
+        'content-length': Buffer.byteLength(body),
+      };
+      // An answer before the body was read (too large) ends the connection rather than reuse it.
+      if (!req.complete) headers.connection = 'close';
+      res.writeHead(status, headers);
       res.end(body);
     };
     const sendError = (status: number, code: string, message: string) =>
       send(status, JSON.stringify({ error: { code, message } }) + '\n', 'application/json');
+    let url: URL;
+    try {
+      url = new URL(req.url ?? '/', 'http://localhost');
+    } catch {
+      sendError(400, 'COMMON_INVALID_INPUT', `invalid request path ${JSON.stringify(req.url)}`);
+      return;
+    }
     let params: Record<string, string> | undefined;
-    const route = routes.find(r => r.method === req.method && (params = matchPath(r.path, url.pathname)) !== undefined);
+    const route = routes.find(
+      r => r.method === req.method && (params = matchPath(r.path, url.pathname)) !== undefined,
+    );
     if (!route || !params) {
       const pathExists = routes.some(r => matchPath(r.path, url.pathname));
-      if (pathExists) sendError(405, 'COMMON_METHOD_NOT_ALLOWED', `method ${String(req.method)} not allowed on ${url.pathname}`);
+      if (pathExists)
+        sendError(
+          405,
+          'COMMON_METHOD_NOT_ALLOWED',
+          `method ${String(req.method)} not allowed on ${url.pathname}`,
+        );
       else sendError(404, 'COMMON_NOT_FOUND', `no such endpoint ${url.pathname}`);
       return;
     }
     const admin = isAdmin(req);
     if (route.admin && !admin) {
-      sendError(403, 'COMMON_NOT_AUTHORIZED', 'this endpoint needs admin credentials (the unix socket, or an admin client certificate)');
+      sendError(
+        403,
+        'COMMON_NOT_AUTHORIZED',
+        'this endpoint needs admin credentials (the unix socket, or an admin client certificate)',
+      );
       return;
     }
-    const ctx: HttpRequestContext = { req, params, query: url.searchParams, admin, body: () => readBody(req) };
+    const ctx: HttpRequestContext = {
+      req,
+      params,
+      query: url.searchParams,
+      admin,
+      body: () => readBody(req),
+    };
     Promise.resolve()
       .then(() => route.handler(ctx))
       .then(
         result => {
-          if ('json' in result) send(result.status ?? 200, JSON.stringify(result.json, null, 2) + '\n', 'application/json');
-          else send(result.status ?? 200, result.text, result.contentType ?? 'text/plain; charset=utf-8');
+          if ('json' in result)
+            send(
+              result.status ?? 200,
+              JSON.stringify(result.json, null, 2) + '\n',
+              'application/json',
+            );
+          else
+            send(
+              result.status ?? 200,
+              result.text,
+              result.contentType ?? 'text/plain; charset=utf-8',
+            );
         },
         (err: unknown) => {
           const status = statusFor(err);
           if (status === 500) log.error({ err, path: url.pathname }, 'Admin request failed');
           else log.debug({ err, path: url.pathname }, 'Admin request refused');
-          sendError(status, err instanceof SailError ? err.code : 'COMMON_INTERNAL', status === 500 ? 'internal error' : (err as Error).message);
+          sendError(
+            status,
+            err instanceof SailError ? err.code : 'COMMON_INTERNAL',
+            status === 500 ? 'internal error' : (err as Error).message,
+          );
         },
       );
   };
@@ -157,7 +213,10 @@ export async function listen(server: http.Server, address: string): Promise<stri
     return address;
   }
   const hp = parseHostPort(address);
-  if (!hp) throw new InvalidInputError(`invalid listen address ${JSON.stringify(address)}: want HOST:PORT or unix:///PATH`);
+  if (!hp)
+    throw new InvalidInputError(
+      `invalid listen address ${JSON.stringify(address)}: want HOST:PORT or unix:///PATH`,
+    );
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
     server.listen(hp.port, hp.host, () => {
@@ -166,7 +225,9 @@ export async function listen(server: http.Server, address: string): Promise<stri
     });
   });
   const bound = server.address() as AddressInfo;
-  return bound.family === 'IPv6' ? `[${bound.address}]:${bound.port}` : `${bound.address}:${bound.port}`;
+  return bound.family === 'IPv6'
+    ? `[${bound.address}]:${bound.port}`
+    : `${bound.address}:${bound.port}`;
 }
 
 /** Closes a server, ending idle keep-alive connections so close() does not hang. */

@@ -27,7 +27,8 @@ export async function runTasks(tasks: readonly Task[], signal: AbortSignal): Pro
       try {
         await task(inner.signal);
       } catch (err) {
-        if (inner.signal.aborted && isAbortError(err)) return;
+        // A task that lets the abort surface (an aborted sleep, or the abort reason itself) ended normally.
+        if (inner.signal.aborted && (isAbortError(err) || err === inner.signal.reason)) return;
         if (!failed) {
           failed = true;
           firstError = err;
@@ -42,7 +43,10 @@ export async function runTasks(tasks: readonly Task[], signal: AbortSignal): Pro
 
 /** True for the rejection an aborted sleep or fetch produces. */
 export function isAbortError(err: unknown): boolean {
-  return err instanceof Error && (err.name === 'AbortError' || (err as { code?: string }).code === 'ABORT_ERR');
+  // No instanceof: errors made by Node internals may come from another realm (jest's sandbox).
+  if (typeof err !== 'object' || err === null) return false;
+  const e = err as { name?: unknown; code?: unknown };
+  return e.name === 'AbortError' || e.code === 'ABORT_ERR';
 }
 
 /**

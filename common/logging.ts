@@ -39,7 +39,10 @@ export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', '
 export type LogLevel = (typeof LOG_LEVELS)[number];
 
 /** Creates the process's root logger; `destination` defaults to stdout. */
-export function createRootLogger(level: LogLevel = 'info', destination?: pino.DestinationStream): Logger {
+export function createRootLogger(
+  level: LogLevel = 'info',
+  destination?: pino.DestinationStream,
+): Logger {
   return pino(
     {
       level,

@@ -11,7 +11,12 @@ export function createRegistry(withDefaults: boolean): client.Registry {
 }
 
 /** Renders one or more registries in the text exposition format. */
-export async function renderMetrics(...registries: client.Registry[]): Promise<{ text: string; contentType: string }> {
-  const merged = registries.length === 1 ? (registries[0] as client.Registry) : client.Registry.merge(registries);
+export async function renderMetrics(
+  ...registries: client.Registry[]
+): Promise<{ text: string; contentType: string }> {
+  const merged =
+    registries.length === 1
+      ? (registries[0] as client.Registry)
+      : client.Registry.merge(registries);
   return { text: await merged.metrics(), contentType: merged.contentType };
 }

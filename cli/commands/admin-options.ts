@@ -12,7 +12,8 @@ export function adminOptions<T>(y: Argv<T>) {
     .option('server', {
       type: 'string',
       default: process.env.SAIL_SERVER ?? DEFAULT_SERVER,
-      describe: 'Control plane admin endpoint: unix:///DATA_DIR/admin.sock or https://HOST:15014 (env SAIL_SERVER)',
+      describe:
+        'Control plane admin endpoint: unix:///DATA_DIR/admin.sock or https://HOST:15014 (env SAIL_SERVER)',
     })
     .option('admin-dir', {
       type: 'string',
@@ -24,6 +25,10 @@ export function adminOptions<T>(y: Argv<T>) {
 /** Prints rows as aligned columns, kubectl style. */
 export function printTable(header: string[], rows: string[][]): void {
   const widths = header.map((h, i) => Math.max(h.length, ...rows.map(r => (r[i] ?? '').length)));
-  const line = (cells: string[]) => cells.map((c, i) => c.padEnd(widths[i] ?? 0)).join('   ').trimEnd();
+  const line = (cells: string[]) =>
+    cells
+      .map((c, i) => c.padEnd(widths[i] ?? 0))
+      .join('   ')
+      .trimEnd();
   process.stdout.write([line(header), ...rows.map(line)].join('\n') + '\n');
 }

@@ -36,20 +36,75 @@ interface CaArgs {
 /** Options shared by `sail ca` and `sail control-plane`. */
 function caOptions<T>(y: Argv<T>) {
   return y
-    .option('data-dir', { type: 'string', default: DEFAULT_DATA_DIR, describe: 'Where the root key, tokens, node entries and admin credentials live (created 0700)' })
-    .option('admin-listen', { type: 'string', default: '0.0.0.0:15014', describe: 'HTTPS admin endpoint (mTLS for writes; /healthz, /readyz, /metrics open); "" turns it off' })
-    .option('trust-domain', { type: 'string', default: DEFAULT_TRUST_DOMAIN, describe: 'SPIFFE trust domain of the mesh' })
-    .option('default-cert-ttl', { type: 'string', default: '24h', describe: 'Lifetime of a workload certificate when the request names none' })
-    .option('max-cert-ttl', { type: 'string', default: '2160h', describe: 'Longest workload certificate the CA issues; longer requests are capped' })
-    .option('root-key-algorithm', { type: 'string', choices: KEY_ALGORITHMS as string[], default: 'ec-p256', describe: 'Key algorithm of the self-signed root made at first start' })
-    .option('root-cert-ttl', { type: 'string', default: '87600h', describe: 'Lifetime of the self-signed root made at first start' })
-    .option('ca-cert', { type: 'string', describe: 'Plugged-in CA: the signing certificate (with --ca-key, --root-cert, --cert-chain)' })
+    .option('data-dir', {
+      type: 'string',
+      default: DEFAULT_DATA_DIR,
+      describe:
+        'Where the root key, tokens, node entries and admin credentials live (created 0700)',
+    })
+    .option('admin-listen', {
+      type: 'string',
+      default: '0.0.0.0:15014',
+      describe:
+        'HTTPS admin endpoint (mTLS for writes; /healthz, /readyz, /metrics open); "" turns it off',
+    })
+    .option('trust-domain', {
+      type: 'string',
+      default: DEFAULT_TRUST_DOMAIN,
+      describe: 'SPIFFE trust domain of the mesh',
+    })
+    .option('default-cert-ttl', {
+      type: 'string',
+      default: '24h',
+      describe: 'Lifetime of a workload certificate when the request names none',
+    })
+    .option('max-cert-ttl', {
+      type: 'string',
+      default: '2160h',
+      describe: 'Longest workload certificate the CA issues; longer requests are capped',
+    })
+    .option('root-key-algorithm', {
+      type: 'string',
+      choices: KEY_ALGORITHMS as string[],
+      default: 'ec-p256',
+      describe: 'Key algorithm of the self-signed root made at first start',
+    })
+    .option('root-cert-ttl', {
+      type: 'string',
+      default: '87600h',
+      describe: 'Lifetime of the self-signed root made at first start',
+    })
+    .option('ca-cert', {
+      type: 'string',
+      describe: 'Plugged-in CA: the signing certificate (with --ca-key, --root-cert, --cert-chain)',
+    })
     .option('ca-key', { type: 'string', describe: 'Plugged-in CA: the signing key' })
-    .option('root-cert', { type: 'string', describe: 'Plugged-in CA: the root certificate(s) workloads trust' })
-    .option('cert-chain', { type: 'string', describe: 'Plugged-in CA: chain from the signing certificate up to the root' })
-    .option('bootstrap-ca', { type: 'string', array: true, default: [] as string[], describe: 'PEM file of a CA whose certificates (CN = node name) may attest nodes; repeatable' })
-    .option('server-name', { type: 'string', array: true, default: [] as string[], describe: 'Extra DNS name or IP for the serving certificate; repeatable' })
-    .option('log-level', { type: 'string', choices: LOG_LEVELS as unknown as string[], default: process.env.SAIL_LOG_LEVEL ?? 'info', describe: 'Log level (env SAIL_LOG_LEVEL)' });
+    .option('root-cert', {
+      type: 'string',
+      describe: 'Plugged-in CA: the root certificate(s) workloads trust',
+    })
+    .option('cert-chain', {
+      type: 'string',
+      describe: 'Plugged-in CA: chain from the signing certificate up to the root',
+    })
+    .option('bootstrap-ca', {
+      type: 'string',
+      array: true,
+      default: [] as string[],
+      describe: 'PEM file of a CA whose certificates (CN = node name) may attest nodes; repeatable',
+    })
+    .option('server-name', {
+      type: 'string',
+      array: true,
+      default: [] as string[],
+      describe: 'Extra DNS name or IP for the serving certificate; repeatable',
+    })
+    .option('log-level', {
+      type: 'string',
+      choices: LOG_LEVELS as unknown as string[],
+      default: process.env.SAIL_LOG_LEVEL ?? 'info',
+      describe: 'Log level (env SAIL_LOG_LEVEL)',
+    });
 }
 
 function durationFlag(name: string, value: string): number {
@@ -63,7 +118,10 @@ function durationFlag(name: string, value: string): number {
 function toCaOptions(args: CaArgs, listen: string, logger: CaOptions['logger']): CaOptions {
   const plugged = [args['ca-cert'], args['ca-key'], args['root-cert'], args['cert-chain']];
   const given = plugged.filter(v => v !== undefined).length;
-  if (given !== 0 && given !== 4) throw new ConfigError('--ca-cert, --ca-key, --root-cert and --cert-chain go together: give all four or none');
+  if (given !== 0 && given !== 4)
+    throw new ConfigError(
+      '--ca-cert, --ca-key, --root-cert and --cert-chain go together: give all four or none',
+    );
   const abs = (p: string) => path.resolve(p);
   return {
     logger,
@@ -75,7 +133,14 @@ function toCaOptions(args: CaArgs, listen: string, logger: CaOptions['logger']):
     rootKeyAlgorithm: args['root-key-algorithm'] as KeyAlgorithm,
     rootTtlMs: durationFlag('root-cert-ttl', args['root-cert-ttl']),
     ...(given === 4
-      ? { plugged: { caCertFile: abs(args['ca-cert']!), caKeyFile: abs(args['ca-key']!), rootCertFile: abs(args['root-cert']!), certChainFile: abs(args['cert-chain']!) } }
+      ? {
+          plugged: {
+            caCertFile: abs(args['ca-cert']!),
+            caKeyFile: abs(args['ca-key']!),
+            rootCertFile: abs(args['root-cert']!),
+            certChainFile: abs(args['cert-chain']!),
+          },
+        }
       : {}),
     bootstrapCaFiles: args['bootstrap-ca'].map(abs),
     serverNames: args['server-name'],
@@ -96,7 +161,12 @@ async function runControlPlane(args: CaArgs, listen: string, role: string): Prom
       admin: false,
       handler: () => (ca.ready ? { text: 'ready\n' } : { status: 503, text: 'not ready\n' }),
     },
-    { method: 'GET', path: '/metrics', admin: false, handler: async () => renderMetrics(processMetrics, ca.metrics) },
+    {
+      method: 'GET',
+      path: '/metrics',
+      admin: false,
+      handler: async () => renderMetrics(processMetrics, ca.metrics),
+    },
   ];
   let admin: AdminServer | undefined;
   await runUntilSignal(logger, {
@@ -121,21 +191,40 @@ async function runControlPlane(args: CaArgs, listen: string, role: string): Prom
 
 export const caCommand: CommandModule<object, CaArgs> = {
   command: 'ca',
-  describe: 'Run the certificate authority alone (gRPC/TLS on :15012, admin on :15014 and DATA_DIR/admin.sock)',
+  describe:
+    'Run the certificate authority alone (gRPC/TLS on :15012, admin on :15014 and DATA_DIR/admin.sock)',
   builder: y =>
     caOptions(y)
-      .option('listen', { type: 'string', default: '0.0.0.0:15012', describe: 'gRPC listen address; port 0 picks a free port and logs it' })
-      .example('$0 ca --data-dir /var/lib/sail/control-plane', 'Start a CA; the root goes to DATA_DIR/root-cert.pem')
-      .example('$0 ca --data-dir D --ca-cert ca-cert.pem --ca-key ca-key.pem --root-cert root-cert.pem --cert-chain cert-chain.pem', 'Sign with your own intermediate') as unknown as Argv<CaArgs>,
+      .option('listen', {
+        type: 'string',
+        default: '0.0.0.0:15012',
+        describe: 'gRPC listen address; port 0 picks a free port and logs it',
+      })
+      .example(
+        '$0 ca --data-dir /var/lib/sail/control-plane',
+        'Start a CA; the root goes to DATA_DIR/root-cert.pem',
+      )
+      .example(
+        '$0 ca --data-dir D --ca-cert ca-cert.pem --ca-key ca-key.pem --root-cert root-cert.pem --cert-chain cert-chain.pem',
+        'Sign with your own intermediate',
+      ) as unknown as Argv<CaArgs>,
   handler: args => runControlPlane(args, args.listen ?? '0.0.0.0:15012', 'ca'),
 };
 
 export const controlPlaneCommand: CommandModule<object, CaArgs> = {
   command: 'control-plane',
-  describe: 'Run the control plane in one process (this release: the CA and the admin endpoint; pilot and mixer join in later releases)',
+  describe:
+    'Run the control plane in one process (this release: the CA and the admin endpoint; pilot and mixer join in later releases)',
   builder: y =>
     caOptions(y)
-      .option('ca-listen', { type: 'string', default: '0.0.0.0:15012', describe: 'CA gRPC listen address; port 0 picks a free port and logs it' })
-      .example('$0 control-plane --data-dir /var/lib/sail/control-plane', 'Start the control plane') as unknown as Argv<CaArgs>,
+      .option('ca-listen', {
+        type: 'string',
+        default: '0.0.0.0:15012',
+        describe: 'CA gRPC listen address; port 0 picks a free port and logs it',
+      })
+      .example(
+        '$0 control-plane --data-dir /var/lib/sail/control-plane',
+        'Start the control plane',
+      ) as unknown as Argv<CaArgs>,
   handler: args => runControlPlane(args, args['ca-listen'] ?? '0.0.0.0:15012', 'control-plane'),
 };

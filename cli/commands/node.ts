@@ -28,8 +28,17 @@ const register: CommandModule<object, RegisterArgs> = {
   describe: 'Create or replace a node entry (for nodes that attest with a bootstrap certificate)',
   builder: y =>
     adminOptions(y)
-      .positional('name', { type: 'string', demandOption: true, describe: 'Node name (the CN of its bootstrap certificate)' })
-      .option('sa', { type: 'string', array: true, demandOption: true, describe: 'Service account NAMESPACE/NAME; repeatable' }) as unknown as Argv<RegisterArgs>,
+      .positional('name', {
+        type: 'string',
+        demandOption: true,
+        describe: 'Node name (the CN of its bootstrap certificate)',
+      })
+      .option('sa', {
+        type: 'string',
+        array: true,
+        demandOption: true,
+        describe: 'Service account NAMESPACE/NAME; repeatable',
+      }) as unknown as Argv<RegisterArgs>,
   handler: async args => {
     for (const sa of args.sa) {
       try {
@@ -38,7 +47,11 @@ const register: CommandModule<object, RegisterArgs> = {
         throw new InvalidInputError(`--sa: ${(err as Error).message}`);
       }
     }
-    const e = await client(args).request<NodeEntry>('PUT', `/v1/nodes/${encodeURIComponent(args.name)}`, { serviceAccounts: args.sa });
+    const e = await client(args).request<NodeEntry>(
+      'PUT',
+      `/v1/nodes/${encodeURIComponent(args.name)}`,
+      { serviceAccounts: args.sa },
+    );
     process.stdout.write(`node/${e.name} registered: ${e.spiffeIds.join(', ')}\n`);
   },
 };
@@ -51,7 +64,12 @@ const list: CommandModule<object, AdminArgs> = {
     const res = await client(args).request<{ nodes: NodeEntry[] }>('GET', '/v1/nodes');
     printTable(
       ['NAME', 'IDENTITIES', 'LAST ISSUED', 'ATTESTATION'],
-      res.nodes.map(n => [n.name, n.spiffeIds.join(','), n.lastIssuedAt ?? '-', n.lastAttestation ?? '-']),
+      res.nodes.map(n => [
+        n.name,
+        n.spiffeIds.join(','),
+        n.lastIssuedAt ?? '-',
+        n.lastAttestation ?? '-',
+      ]),
     );
   },
 };
@@ -59,7 +77,11 @@ const list: CommandModule<object, AdminArgs> = {
 const remove: CommandModule<object, NameArgs> = {
   command: 'remove <name>',
   describe: 'Remove a node: its certificates can no longer be renewed and its tokens stop working',
-  builder: y => adminOptions(y).positional('name', { type: 'string', demandOption: true }) as unknown as Argv<NameArgs>,
+  builder: y =>
+    adminOptions(y).positional('name', {
+      type: 'string',
+      demandOption: true,
+    }) as unknown as Argv<NameArgs>,
   handler: async args => {
     await client(args).request('DELETE', `/v1/nodes/${encodeURIComponent(args.name)}`);
     process.stdout.write(`node/${args.name} removed\n`);
@@ -69,6 +91,11 @@ const remove: CommandModule<object, NameArgs> = {
 export const nodeCommand: CommandModule = {
   command: 'node <command>',
   describe: 'Manage node entries (which identities each host may hold)',
-  builder: y => y.command(register as CommandModule).command(list as CommandModule).command(remove as CommandModule).demandCommand(1),
+  builder: y =>
+    y
+      .command(register as CommandModule)
+      .command(list as CommandModule)
+      .command(remove as CommandModule)
+      .demandCommand(1),
   handler: () => undefined,
 };

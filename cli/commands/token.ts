@@ -24,14 +24,37 @@ interface TokenInfo {
 
 const create: CommandModule<object, CreateArgs> = {
   command: 'create',
-  describe: 'Create a single-use join token bound to a node and its service account(s); prints only the token',
+  describe:
+    'Create a single-use join token bound to a node and its service account(s); prints only the token',
   builder: y =>
     adminOptions(y)
-      .option('node', { type: 'string', demandOption: true, describe: 'Node name the token is for (lowercase DNS-style name)' })
-      .option('sa', { type: 'string', array: true, demandOption: true, describe: 'Service account NAMESPACE/NAME the node may hold; repeatable' })
-      .option('ttl', { type: 'string', default: '1h', describe: 'How long the token can be used (it is also single-use)' })
-      .option('output', { alias: 'o', type: 'string', choices: ['token', 'json'], default: 'token', describe: 'token: the token alone; json: everything' })
-      .example('TOKEN=$($0 token create --node vm-1 --sa default/reviews)', 'Capture a token for `sail join`') as unknown as Argv<CreateArgs>,
+      .option('node', {
+        type: 'string',
+        demandOption: true,
+        describe: 'Node name the token is for (lowercase DNS-style name)',
+      })
+      .option('sa', {
+        type: 'string',
+        array: true,
+        demandOption: true,
+        describe: 'Service account NAMESPACE/NAME the node may hold; repeatable',
+      })
+      .option('ttl', {
+        type: 'string',
+        default: '1h',
+        describe: 'How long the token can be used (it is also single-use)',
+      })
+      .option('output', {
+        alias: 'o',
+        type: 'string',
+        choices: ['token', 'json'],
+        default: 'token',
+        describe: 'token: the token alone; json: everything',
+      })
+      .example(
+        'TOKEN=$($0 token create --node vm-1 --sa default/reviews)',
+        'Capture a token for `sail join`',
+      ) as unknown as Argv<CreateArgs>,
   handler: async args => {
     for (const sa of args.sa) {
       try {
@@ -41,8 +64,14 @@ const create: CommandModule<object, CreateArgs> = {
       }
     }
     const client = new AdminClient({ server: args.server, adminDir: args['admin-dir'] });
-    const res = await client.request<TokenInfo>('POST', '/v1/tokens', { node: args.node, serviceAccounts: args.sa, ttl: args.ttl });
-    process.stdout.write(args.output === 'json' ? JSON.stringify(res, null, 2) + '\n' : `${String(res.token)}\n`);
+    const res = await client.request<TokenInfo>('POST', '/v1/tokens', {
+      node: args.node,
+      serviceAccounts: args.sa,
+      ttl: args.ttl,
+    });
+    process.stdout.write(
+      args.output === 'json' ? JSON.stringify(res, null, 2) + '\n' : `${String(res.token)}\n`,
+    );
   },
 };
 
@@ -63,6 +92,10 @@ const list: CommandModule<object, AdminArgs> = {
 export const tokenCommand: CommandModule = {
   command: 'token <command>',
   describe: 'Manage join tokens',
-  builder: y => y.command(create as CommandModule).command(list as CommandModule).demandCommand(1),
+  builder: y =>
+    y
+      .command(create as CommandModule)
+      .command(list as CommandModule)
+      .demandCommand(1),
   handler: () => undefined,
 };

@@ -32,7 +32,10 @@ export class StaticCertificateProvider implements experimental.CertificateProvid
       for (const l of this.caListeners) l({ caCertificate: this.ca });
     }
     if (material.certChainPem !== undefined && material.keyPem !== undefined) {
-      this.identity = { certificate: Buffer.from(material.certChainPem), privateKey: Buffer.from(material.keyPem) };
+      this.identity = {
+        certificate: Buffer.from(material.certChainPem),
+        privateKey: Buffer.from(material.keyPem),
+      };
       for (const l of this.identityListeners) l(this.identity);
     }
   }
@@ -65,8 +68,15 @@ export class StaticCertificateProvider implements experimental.CertificateProvid
  * client certificate and verifies any it gets against the provider's roots, but lets clients
  * without one in (a host's first CSR comes with a join token, not a certificate).
  */
-export function serverCredentials(provider: StaticCertificateProvider, requireClientCert: boolean): grpc.ServerCredentials {
-  return experimental.createCertificateProviderServerCredentials(provider, provider, requireClientCert);
+export function serverCredentials(
+  provider: StaticCertificateProvider,
+  requireClientCert: boolean,
+): grpc.ServerCredentials {
+  return experimental.createCertificateProviderServerCredentials(
+    provider,
+    provider,
+    requireClientCert,
+  );
 }
 
 /** A client identity: certificate chain and key, PEM. */
@@ -79,7 +89,11 @@ export interface ClientIdentity {
  * Client credentials that trust `rootsPem`, present `identity` when given, and accept the server
  * only if its leaf certificate carries `expectedSpiffeId` as a URI SAN (host names are not checked).
  */
-export function clientCredentials(rootsPem: string, expectedSpiffeId: string | undefined, identity?: ClientIdentity): grpc.ChannelCredentials {
+export function clientCredentials(
+  rootsPem: string,
+  expectedSpiffeId: string | undefined,
+  identity?: ClientIdentity,
+): grpc.ChannelCredentials {
   return grpc.credentials.createSsl(
     Buffer.from(rootsPem),
     identity ? Buffer.from(identity.keyPem) : null,
@@ -89,14 +103,18 @@ export function clientCredentials(rootsPem: string, expectedSpiffeId: string | u
         if (expectedSpiffeId === undefined) return undefined;
         const uris = cert.raw ? parseCertificate(cert.raw).uris : [];
         if (uris.includes(expectedSpiffeId)) return undefined;
-        return new Error(`server identity ${uris.join(',') || '(none)'} is not ${expectedSpiffeId}`);
+        return new Error(
+          `server identity ${uris.join(',') || '(none)'} is not ${expectedSpiffeId}`,
+        );
       },
     },
   );
 }
 
 /** The verified peer certificate of a call, as DER, or undefined when the client sent none. */
-export function peerCertificate(call: { getAuthContext(): { sslPeerCertificate?: { raw?: Buffer } } }): Buffer | undefined {
+export function peerCertificate(call: {
+  getAuthContext(): { sslPeerCertificate?: { raw?: Buffer } };
+}): Buffer | undefined {
   const ctx = call.getAuthContext();
   const raw = ctx.sslPeerCertificate?.raw;
   return raw && raw.length > 0 ? raw : undefined;

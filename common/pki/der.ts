@@ -45,7 +45,8 @@ export const sequence = (...content: Buffer[]): Buffer => tlv(Tag.sequence, ...c
 export const set = (...content: Buffer[]): Buffer => tlv(Tag.set, ...content);
 export const octetString = (content: Buffer): Buffer => tlv(Tag.octetString, content);
 export const nullValue = (): Buffer => Buffer.from([Tag.null, 0]);
-export const boolean = (value: boolean): Buffer => tlv(Tag.boolean, Buffer.from([value ? 0xff : 0]));
+export const boolean = (value: boolean): Buffer =>
+  tlv(Tag.boolean, Buffer.from([value ? 0xff : 0]));
 export const utf8String = (s: string): Buffer => tlv(Tag.utf8String, Buffer.from(s, 'utf8'));
 export const ia5String = (s: string): Buffer => tlv(Tag.ia5String, Buffer.from(s, 'ascii'));
 /** Context-specific, constructed, explicit tag `[n]`. */
@@ -83,8 +84,12 @@ export function oid(dotted: string): Buffer {
   if (arcs.length < 2 || arcs.some(a => !Number.isSafeInteger(a) || a < 0)) {
     throw new DerError(`invalid object identifier ${dotted}`);
   }
-  const out: number[] = [(arcs[0] as number) * 40 + (arcs[1] as number)];
-  for (const arc of arcs.slice(2)) {
+  if ((arcs[0] as number) > 2 || ((arcs[0] as number) < 2 && (arcs[1] as number) > 39)) {
+    throw new DerError(`invalid object identifier ${dotted}`);
+  }
+  // X.690 §8.19: the first two arcs share one base-128 subidentifier, 40 * X + Y.
+  const out: number[] = [];
+  for (const arc of [(arcs[0] as number) * 40 + (arcs[1] as number), ...arcs.slice(2)]) {
     const chunk: number[] = [];
     let n = arc;
     do {
@@ -152,9 +157,10 @@ export function decode(buf: Buffer): DerNode {
 
 /** The child elements of a constructed element. */
 export function children(node: DerNode): DerNode[] {
-  if (!(node.tag & 0x20)) throw new DerError(`element with tag 0x${node.tag.toString(16)} is not constructed`);
+  if (!(node.tag & 0x20))
+    throw new DerError(`element with tag 0x${node.tag.toString(16)} is not constructed`);
   const out: DerNode[] = [];
-  for (let offset = 0; offset < node.content.length; ) {
+  for (let offset = 0; offset < node.content.length;) {
     const child = readNode(node.content, offset);
     out.push(child);
     offset += child.raw.length;
@@ -164,18 +170,25 @@ export function children(node: DerNode): DerNode[] {
 
 /** Decodes an OBJECT IDENTIFIER element to dotted form. */
 export function readOid(node: DerNode): string {
-  if (node.tag !== Tag.oid || node.content.length === 0) throw new DerError('expected an object identifier');
+  if (node.tag !== Tag.oid || node.content.length === 0)
+    throw new DerError('expected an object identifier');
   const c = node.content;
-  const first = c[0] as number;
-  const arcs = [first < 80 ? Math.floor(first / 40) : 2, first < 80 ? first % 40 : first - 80];
+  const subids: number[] = [];
   let n = 0;
-  for (let i = 1; i < c.length; i++) {
+  for (let i = 0; i < c.length; i++) {
     n = n * 128 + ((c[i] as number) & 0x7f);
     if (!((c[i] as number) & 0x80)) {
-      arcs.push(n);
+      subids.push(n);
       n = 0;
     }
   }
+  if ((c[c.length - 1] as number) & 0x80) throw new DerError('truncated object identifier');
+  const first = subids[0] as number;
+  const arcs = [
+    first < 80 ? Math.floor(first / 40) : 2,
+    first < 80 ? first % 40 : first - 80,
+    ...subids.slice(1),
+  ];
   return arcs.join('.');
 }
 
@@ -185,9 +198,14 @@ export function readTime(node: DerNode): Date {
   let m: RegExpMatchArray | null;
   if (node.tag === Tag.utcTime && (m = /^(\d{2})(\d{2})(\d{2})(\d{2})(\d{2})(\d{2})Z$/.exec(s))) {
     const yy = Number(m[1]);
-    return new Date(Date.UTC(yy >= 50 ? 1900 + yy : 2000 + yy, Number(m[2]) - 1, +m[3]!, +m[4]!, +m[5]!, +m[6]!));
+    return new Date(
+      Date.UTC(yy >= 50 ? 1900 + yy : 2000 + yy, Number(m[2]) - 1, +m[3]!, +m[4]!, +m[5]!, +m[6]!),
+    );
   }
-  if (node.tag === Tag.generalizedTime && (m = /^(\d{4})(\d{2})(\d{2})(\d{2})(\d{2})(\d{2})Z$/.exec(s))) {
+  if (
+    node.tag === Tag.generalizedTime &&
+    (m = /^(\d{4})(\d{2})(\d{2})(\d{2})(\d{2})(\d{2})Z$/.exec(s))
+  ) {
     return new Date(Date.UTC(+m[1]!, Number(m[2]) - 1, +m[3]!, +m[4]!, +m[5]!, +m[6]!));
   }
   throw new DerError(`invalid time ${JSON.stringify(s)}`);
@@ -195,6 +213,7 @@ export function readTime(node: DerNode): Date {
 
 /** The bytes of a BIT STRING with no unused bits. */
 export function readBitString(node: DerNode): Buffer {
-  if (node.tag !== Tag.bitString || node.content.length < 1) throw new DerError('expected a bit string');
+  if (node.tag !== Tag.bitString || node.content.length < 1)
+    throw new DerError('expected a bit string');
   return node.content.subarray(1);
 }

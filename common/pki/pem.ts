@@ -21,7 +21,8 @@ export function parsePem(text: string): PemBlock[] {
   const out: PemBlock[] = [];
   for (const m of text.matchAll(PEM_RE)) {
     const body = (m[2] as string).replace(/\s+/g, '');
-    if (!/^[A-Za-z0-9+/]*={0,2}$/.test(body)) throw new Error(`invalid base64 in PEM block ${m[1]}`);
+    if (!/^[A-Za-z0-9+/]*={0,2}$/.test(body))
+      throw new Error(`invalid base64 in PEM block ${m[1]}`);
     out.push({ label: m[1] as string, der: Buffer.from(body, 'base64') });
   }
   return out;

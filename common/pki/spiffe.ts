@@ -30,7 +30,12 @@ export function formatSpiffeId(id: WorkloadId): string {
 export function parseSpiffeId(uri: string): WorkloadId | undefined {
   const m = /^spiffe:\/\/([^/]+)\/ns\/([^/]+)\/sa\/([^/]+)$/.exec(uri);
   if (!m) return undefined;
-  const [, trustDomain, namespace, serviceAccount] = m as unknown as [string, string, string, string];
+  const [, trustDomain, namespace, serviceAccount] = m as unknown as [
+    string,
+    string,
+    string,
+    string,
+  ];
   if (!isValidTrustDomain(trustDomain) || !isValidName(namespace) || !isValidName(serviceAccount)) {
     return undefined;
   }
@@ -44,7 +49,9 @@ export function parseSpiffeId(uri: string): WorkloadId | undefined {
 export function parseServiceAccountRef(ref: string): { namespace: string; serviceAccount: string } {
   const parts = ref.split('/');
   if (parts.length !== 2 || !isValidName(parts[0] as string) || !isValidName(parts[1] as string)) {
-    throw new Error(`invalid service account ${JSON.stringify(ref)}: want NAMESPACE/NAME, lowercase`);
+    throw new Error(
+      `invalid service account ${JSON.stringify(ref)}: want NAMESPACE/NAME, lowercase`,
+    );
   }
   return { namespace: parts[0] as string, serviceAccount: parts[1] as string };
 }

@@ -43,14 +43,25 @@ const SIGNATURE_ALGORITHMS: Record<string, { hash: string | null; keyType: strin
 
 /** Key algorithms Sail generates. */
 export type KeyAlgorithm = 'ec-p256' | 'ec-p384' | 'rsa-2048' | 'rsa-3072' | 'rsa-4096';
-export const KEY_ALGORITHMS: readonly KeyAlgorithm[] = ['ec-p256', 'ec-p384', 'rsa-2048', 'rsa-3072', 'rsa-4096'];
+export const KEY_ALGORITHMS: readonly KeyAlgorithm[] = [
+  'ec-p256',
+  'ec-p384',
+  'rsa-2048',
+  'rsa-3072',
+  'rsa-4096',
+];
 
 /** Generates a private key; RSA generation takes tens of milliseconds, so it is async. */
 export async function generateKey(alg: KeyAlgorithm): Promise<crypto.KeyObject> {
-  const generate = (type: 'ec' | 'rsa', options: crypto.ECKeyPairKeyObjectOptions | crypto.RSAKeyPairKeyObjectOptions) =>
+  const generate = (
+    type: 'ec' | 'rsa',
+    options: crypto.ECKeyPairKeyObjectOptions | crypto.RSAKeyPairKeyObjectOptions,
+  ) =>
     new Promise<crypto.KeyObject>((resolve, reject) => {
-      crypto.generateKeyPair(type as 'ec', options as crypto.ECKeyPairKeyObjectOptions, (err, _pub, priv) =>
-        err ? reject(err) : resolve(priv),
+      crypto.generateKeyPair(
+        type as 'ec',
+        options as crypto.ECKeyPairKeyObjectOptions,
+        (err, _pub, priv) => (err ? reject(err) : resolve(priv)),
       );
     });
   switch (alg) {
@@ -77,7 +88,8 @@ function signatureAlgorithmFor(key: crypto.KeyObject): { algId: Buffer; hash: st
   switch (key.asymmetricKeyType) {
     case 'ec': {
       const curve = key.asymmetricKeyDetails?.namedCurve;
-      if (curve === 'secp384r1') return { algId: der.sequence(der.oid(Oid.ecdsaWithSha384)), hash: 'sha384' };
+      if (curve === 'secp384r1')
+        return { algId: der.sequence(der.oid(Oid.ecdsaWithSha384)), hash: 'sha384' };
       return { algId: der.sequence(der.oid(Oid.ecdsaWithSha256)), hash: 'sha256' };
     }
     case 'rsa':
@@ -102,7 +114,9 @@ export type Name = readonly (readonly [oid: string, value: string])[];
 
 /** Encodes a Name (each RDN a single UTF8String attribute). */
 export function encodeName(name: Name): Buffer {
-  return der.sequence(...name.map(([type, value]) => der.set(der.sequence(der.oid(type), der.utf8String(value)))));
+  return der.sequence(
+    ...name.map(([type, value]) => der.set(der.sequence(der.oid(type), der.utf8String(value)))),
+  );
 }
 
 /** Subject alternative names. */
@@ -115,18 +129,22 @@ export interface SubjectAltNames {
 function encodeSans(sans: SubjectAltNames): Buffer {
   const names: Buffer[] = [];
   for (const u of sans.uris ?? []) names.push(der.implicitPrimitive(6, Buffer.from(u, 'ascii')));
-  for (const d of sans.dnsNames ?? []) names.push(der.implicitPrimitive(2, Buffer.from(d, 'ascii')));
+  for (const d of sans.dnsNames ?? [])
+    names.push(der.implicitPrimitive(2, Buffer.from(d, 'ascii')));
   for (const ip of sans.ips ?? []) names.push(der.implicitPrimitive(7, encodeIp(ip)));
   return der.sequence(...names);
 }
 
 function encodeIp(ip: string): Buffer {
   if (net.isIPv4(ip)) return Buffer.from(ip.split('.').map(Number));
-  if (!net.isIPv6(ip) || ip.includes('.')) throw new Error(`invalid IP address ${JSON.stringify(ip)}`);
+  if (!net.isIPv6(ip) || ip.includes('.') || ip.includes('%'))
+    throw new Error(`invalid IP address ${JSON.stringify(ip)}`);
   const [head = '', tail = ''] = ip.split('::');
   const h = head ? head.split(':') : [];
   const t = tail ? tail.split(':') : [];
-  const groups = ip.includes('::') ? [...h, ...Array<string>(8 - h.length - t.length).fill('0'), ...t] : h;
+  const groups = ip.includes('::')
+    ? [...h, ...Array<string>(8 - h.length - t.length).fill('0'), ...t]
+    : h;
   return Buffer.from(groups.map(g => g.padStart(4, '0')).join(''), 'hex');
 }
 
@@ -183,16 +201,31 @@ export function createCertificate(t: CertificateTemplate, issuer: Issuer): Buffe
       Oid.basicConstraints,
       true,
       t.isCa
-        ? der.sequence(der.boolean(true), ...(t.pathLength === undefined ? [] : [der.integer(t.pathLength)]))
+        ? der.sequence(
+            der.boolean(true),
+            ...(t.pathLength === undefined ? [] : [der.integer(t.pathLength)]),
+          )
         : der.sequence(),
     ),
     extension(Oid.keyUsage, true, t.isCa ? der.namedBits([0, 5, 6]) : der.namedBits([0, 2])),
   ];
   if (!t.isCa) {
-    extensions.push(extension(Oid.extKeyUsage, false, der.sequence(der.oid(Oid.serverAuth), der.oid(Oid.clientAuth))));
+    extensions.push(
+      extension(
+        Oid.extKeyUsage,
+        false,
+        der.sequence(der.oid(Oid.serverAuth), der.oid(Oid.clientAuth)),
+      ),
+    );
   }
   extensions.push(extension(Oid.subjectKeyIdentifier, false, der.octetString(keyId)));
-  extensions.push(extension(Oid.authorityKeyIdentifier, false, der.sequence(der.implicitPrimitive(0, issuer.keyId))));
+  extensions.push(
+    extension(
+      Oid.authorityKeyIdentifier,
+      false,
+      der.sequence(der.implicitPrimitive(0, issuer.keyId)),
+    ),
+  );
   const sans = t.sans;
   if (sans && (sans.uris?.length || sans.dnsNames?.length || sans.ips?.length)) {
     // RFC 5280 §4.2.1.6: critical when the subject is empty.
@@ -224,7 +257,10 @@ export function createCsr(key: crypto.KeyObject, subject: Name, sans: SubjectAlt
       der.set(der.sequence(extension(Oid.subjectAltName, false, encodeSans(sans)))),
     ),
   );
-  return signStructure(() => der.sequence(der.integer(0), encodeName(subject), spki, attributes), key);
+  return signStructure(
+    () => der.sequence(der.integer(0), encodeName(subject), spki, attributes),
+    key,
+  );
 }
 
 /** The fields of a certificate that Sail reads. */
@@ -276,6 +312,7 @@ function parseExtensions(node: DerNode): Map<string, { critical: boolean; value:
   const out = new Map<string, { critical: boolean; value: Buffer }>();
   for (const ext of der.children(node)) {
     const parts = der.children(ext);
+    if (parts.length < 2) throw new DerError('malformed extension');
     const id = der.readOid(parts[0] as DerNode);
     const critical = parts.length === 3 && (parts[1] as DerNode).content[0] !== 0;
     const value = (parts[parts.length - 1] as DerNode).content;
@@ -299,11 +336,16 @@ export function parseCertificate(certDer: Buffer): ParsedCertificate {
   const validity = f[i + 3];
   const subject = f[i + 4];
   const spki = f[i + 5];
-  if (!serial || !issuer || !validity || !subject || !spki) throw new DerError('certificate is missing fields');
+  if (!serial || !issuer || !validity || !subject || !spki)
+    throw new DerError('certificate is missing fields');
   const [nb, na] = der.children(validity);
   if (!nb || !na) throw new DerError('certificate validity is malformed');
   const extNode = f.slice(i + 6).find(n => n.tag === 0xa3);
-  const exts = extNode ? parseExtensions(der.children(extNode)[0] as DerNode) : new Map<string, { critical: boolean; value: Buffer }>();
+  const extSeq = extNode ? der.children(extNode)[0] : undefined;
+  if (extNode && !extSeq) throw new DerError('empty extensions');
+  const exts = extSeq
+    ? parseExtensions(extSeq)
+    : new Map<string, { critical: boolean; value: Buffer }>();
   const bc = exts.get(Oid.basicConstraints);
   const bcFields = bc ? der.children(der.decode(bc.value)) : [];
   const isCa = bcFields[0]?.tag === Tag.boolean && bcFields[0].content[0] !== 0;
@@ -348,20 +390,31 @@ export interface KeyPolicy {
   readonly curves: readonly string[];
 }
 
-export const DEFAULT_KEY_POLICY: KeyPolicy = { minRsaBits: 2048, maxRsaBits: 8192, curves: ['prime256v1', 'secp384r1'] };
+export const DEFAULT_KEY_POLICY: KeyPolicy = {
+  minRsaBits: 2048,
+  maxRsaBits: 8192,
+  curves: ['prime256v1', 'secp384r1'],
+};
 
 /** Checks a public key against the policy; returns a reason or undefined. */
-export function checkKeyPolicy(key: crypto.KeyObject, policy: KeyPolicy = DEFAULT_KEY_POLICY): string | undefined {
+export function checkKeyPolicy(
+  key: crypto.KeyObject,
+  policy: KeyPolicy = DEFAULT_KEY_POLICY,
+): string | undefined {
   const d = key.asymmetricKeyDetails ?? {};
   switch (key.asymmetricKeyType) {
     case 'rsa': {
       const bits = d.modulusLength ?? 0;
-      if (bits < policy.minRsaBits) return `RSA key of ${bits} bits is too weak (minimum ${policy.minRsaBits})`;
-      if (bits > policy.maxRsaBits) return `RSA key of ${bits} bits is too large (maximum ${policy.maxRsaBits})`;
+      if (bits < policy.minRsaBits)
+        return `RSA key of ${bits} bits is too weak (minimum ${policy.minRsaBits})`;
+      if (bits > policy.maxRsaBits)
+        return `RSA key of ${bits} bits is too large (maximum ${policy.maxRsaBits})`;
       return undefined;
     }
     case 'ec':
-      return policy.curves.includes(d.namedCurve ?? '') ? undefined : `elliptic curve ${String(d.namedCurve)} is not allowed`;
+      return policy.curves.includes(d.namedCurve ?? '')
+        ? undefined
+        : `elliptic curve ${String(d.namedCurve)} is not allowed`;
     case 'ed25519':
       return undefined;
     default:
@@ -384,10 +437,16 @@ export function parseCsr(csrDer: Buffer, policy: KeyPolicy = DEFAULT_KEY_POLICY)
     throw new CsrError(`malformed certificate request: ${(err as Error).message}`);
   }
   const [version, subjectNode, spkiNode, attrs] = fields;
-  if (!version || version.tag !== Tag.integer || version.content.length !== 1 || version.content[0] !== 0) {
+  if (
+    !version ||
+    version.tag !== Tag.integer ||
+    version.content.length !== 1 ||
+    version.content[0] !== 0
+  ) {
     throw new CsrError('certificate request version must be 1 (0)');
   }
-  if (!subjectNode || !spkiNode) throw new CsrError('certificate request has no subject or public key');
+  if (!subjectNode || !spkiNode)
+    throw new CsrError('certificate request has no subject or public key');
   let publicKey: crypto.KeyObject;
   try {
     publicKey = crypto.createPublicKey({ key: spkiNode.raw, format: 'der', type: 'spki' });
@@ -405,7 +464,9 @@ export function parseCsr(csrDer: Buffer, policy: KeyPolicy = DEFAULT_KEY_POLICY)
   const alg = SIGNATURE_ALGORITHMS[algOid];
   if (!alg) throw new CsrError(`signature algorithm ${algOid} is not supported`);
   if (alg.keyType !== publicKey.asymmetricKeyType) {
-    throw new CsrError(`signature algorithm ${algOid} does not match a ${String(publicKey.asymmetricKeyType)} key`);
+    throw new CsrError(
+      `signature algorithm ${algOid} does not match a ${String(publicKey.asymmetricKeyType)} key`,
+    );
   }
   let ok: boolean;
   try {

@@ -1,0 +1,201 @@
+/**
+ * CA benchmark (`npm run bench:ca`): CreateCertificate signatures per second over gRPC/TLS with
+ * many concurrent clients, for an ECDSA P-256 and an RSA-2048 CA key, plus the CA's memory.
+ *
+ * The CA is the real `sail ca` process pinned to core 0 (`taskset -c 0`) so "per core" is what
+ * is measured; the load comes from this process pinned to core 1. Each simulated host has its own
+ * node entry and certificate and renews with it over mTLS (the steady-state path), so the fair
+ * queue sees many callers as it would in a fleet.
+ *
+ * Flags (env): BENCH_SECONDS (default 10), BENCH_HOSTS (default 64), BENCH_INFLIGHT per host
+ * (default 8), BENCH_ALGS (default "ec-p256,rsa-2048").
+ */
+import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import * as readline from 'node:readline';
+import { makeCsr, TestCaClient } from '../test/helpers/ca-client';
+
+const SAIL = path.join(__dirname, '..', 'cli', 'sail.js');
+const SECONDS = Number(process.env.BENCH_SECONDS ?? 10);
+const HOSTS = Number(process.env.BENCH_HOSTS ?? 64);
+const INFLIGHT = Number(process.env.BENCH_INFLIGHT ?? 8);
+const ALGS = (process.env.BENCH_ALGS ?? 'ec-p256,rsa-2048').split(',');
+const haveTaskset = spawnSync('taskset', ['-c', '0', 'true']).status === 0 && os.cpus().length >= 2;
+
+function pin(core: number, cmd: string, args: string[]): [string, string[]] {
+  return haveTaskset ? ['taskset', ['-c', String(core), cmd, ...args]] : [cmd, args];
+}
+
+async function startCa(
+  dataDir: string,
+  alg: string,
+): Promise<{ proc: ChildProcess; address: string }> {
+  const [cmd, args] = pin(0, process.execPath, [
+    SAIL,
+    'ca',
+    '--data-dir',
+    dataDir,
+    '--listen',
+    '127.0.0.1:0',
+    '--admin-listen',
+    '',
+    '--root-key-algorithm',
+    alg,
+    '--log-level',
+    'warn',
+  ]);
+  // Logs at warn keep per-request lines (info) out of the measurement; readiness is read from the admin socket.
+  const proc = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'inherit'] });
+  const sock = path.join(dataDir, 'admin.sock');
+  for (let i = 0; i < 200 && !fs.existsSync(sock); i++) await new Promise(r => setTimeout(r, 50));
+  if (!fs.existsSync(sock)) throw new Error('CA did not start');
+  readline
+    .createInterface({ input: proc.stdout as NodeJS.ReadableStream })
+    .on('line', () => undefined);
+  const address = await findPort(proc.pid as number);
+  return { proc, address };
+}
+
+/** The CA's listening port, from /proc (the CA logs it at info, which the benchmark silences). */
+async function findPort(pid: number): Promise<string> {
+  for (let i = 0; i < 100; i++) {
+    const r = spawnSync('ss', ['-ltnpH'], { encoding: 'utf8' });
+    const line = r.stdout
+      .split('\n')
+      .find(l => l.includes(`pid=${pid},`) && l.includes('127.0.0.1:'));
+    const m = line && /127\.0\.0\.1:(\d+)/.exec(line);
+    if (m) return `127.0.0.1:${m[1]}`;
+    await new Promise(res => setTimeout(res, 50));
+  }
+  throw new Error('could not find the CA port (is iproute2 installed?)');
+}
+
+function admin(dataDir: string, args: string[]): string {
+  const r = spawnSync(
+    process.execPath,
+    [SAIL, ...args, '--server', `unix://${dataDir}/admin.sock`],
+    { encoding: 'utf8' },
+  );
+  if (r.status !== 0) throw new Error(`sail ${args.join(' ')} failed: ${r.stderr}`);
+  return r.stdout.trim();
+}
+
+function procStatus(pid: number): { rssMb: number; hwmMb: number; cpuTicks: number } {
+  const status = fs.readFileSync(`/proc/${pid}/status`, 'utf8');
+  const kb = (k: string) => Number(new RegExp(`${k}:\\s+(\\d+)`).exec(status)?.[1] ?? 0);
+  const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]?.split(' ') ?? [];
+  return {
+    rssMb: kb('VmRSS') / 1024,
+    hwmMb: kb('VmHWM') / 1024,
+    cpuTicks: Number(stat[11]) + Number(stat[12]),
+  };
+}
+
+/** The CA process is the child of taskset when pinned; find the node process itself. */
+function caPid(proc: ChildProcess): number {
+  return proc.pid as number; // taskset execs the command, so the pid is the node process
+}
+
+async function run(alg: string): Promise<Record<string, string | number>> {
+  const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'sail-bench-ca-'));
+  const { proc, address } = await startCa(dataDir, alg);
+  const roots = fs.readFileSync(path.join(dataDir, 'root-cert.pem'), 'utf8');
+  try {
+    // One node entry, token and certificate per simulated host
+    const hosts: { client: TestCaClient; csr: string }[] = [];
+    for (let i = 0; i < HOSTS; i++) {
+      const token = admin(dataDir, [
+        'token',
+        'create',
+        '--node',
+        `host-${i}`,
+        '--sa',
+        'default/bench',
+      ]);
+      const first = await makeCsr();
+      const bootstrap = new TestCaClient({ address, rootsPem: roots });
+      const res = await bootstrap.create({ csr: first.csrPem, validitySeconds: 3600 }, token);
+      bootstrap.close();
+      const client = new TestCaClient({
+        address,
+        rootsPem: roots,
+        identity: { certChainPem: res.certChain.slice(0, -1).join(''), keyPem: first.keyPem },
+      });
+      hosts.push({ client, csr: (await makeCsr()).csrPem });
+    }
+    const pid = caPid(proc);
+    const latencies: number[] = [];
+    let ok = 0;
+    let failed = 0;
+    let measuring = false;
+    let stop = false;
+    const loop = async (h: (typeof hosts)[number]) => {
+      while (!stop) {
+        const t0 = performance.now();
+        try {
+          await h.client.create({ csr: h.csr, validitySeconds: 3600 });
+          if (measuring) {
+            ok++;
+            latencies.push(performance.now() - t0);
+          }
+        } catch {
+          if (measuring) failed++;
+        }
+      }
+    };
+    const loops = hosts.flatMap(h => Array.from({ length: INFLIGHT }, () => loop(h)));
+    await new Promise(r => setTimeout(r, 2000)); // warm-up: JIT, TLS sessions
+    const before = procStatus(pid);
+    const t0 = performance.now();
+    measuring = true;
+    await new Promise(r => setTimeout(r, SECONDS * 1000));
+    measuring = false;
+    const elapsed = (performance.now() - t0) / 1000;
+    const after = procStatus(pid);
+    stop = true;
+    await Promise.all(loops);
+    for (const h of hosts) h.client.close();
+    latencies.sort((a, b) => a - b);
+    const q = (p: number) =>
+      latencies[Math.min(latencies.length - 1, Math.floor(p * latencies.length))] ?? NaN;
+    const ticks = spawnSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).stdout.trim();
+    return {
+      'CA key': alg,
+      'signatures/s': Math.round(ok / elapsed),
+      failed,
+      'p50 ms': q(0.5).toFixed(1),
+      'p99 ms': q(0.99).toFixed(1),
+      'CA CPU (cores)': (
+        (after.cpuTicks - before.cpuTicks) /
+        Number(ticks || 100) /
+        elapsed
+      ).toFixed(2),
+      'CA RSS MB': after.rssMb.toFixed(1),
+      'CA peak RSS MB': after.hwmMb.toFixed(1),
+    };
+  } finally {
+    proc.kill('SIGTERM');
+    await new Promise(r => proc.once('exit', r));
+    fs.rmSync(dataDir, { recursive: true, force: true });
+  }
+}
+
+async function main(): Promise<void> {
+  if (haveTaskset) spawnSync('taskset', ['-pc', '1', String(process.pid)], { stdio: 'ignore' });
+  console.log(
+    `CA benchmark: ${HOSTS} hosts x ${INFLIGHT} in flight, ${SECONDS}s per run, CA pinned to one core: ${haveTaskset ? 'yes' : 'no (taskset missing or one core)'}`,
+  );
+  console.log(
+    `node ${process.version}, ${os.cpus()[0]?.model ?? 'unknown CPU'}, ${os.cpus().length} cores`,
+  );
+  const rows = [];
+  for (const alg of ALGS) rows.push(await run(alg));
+  console.table(rows);
+}
+
+main().catch((err: unknown) => {
+  console.error(err);
+  process.exitCode = 1;
+});
