@@ -6,7 +6,7 @@ export interface Clock {
   now(): number;
   /**
    * Resolves after `ms`; rejects with the signal's reason when `signal` aborts first.
-   * A timer in a sleep never keeps the process alive on its own.
+   * The timer is an ordinary (ref'd) one: a process whose only work is a pending rotation stays up.
    */
   sleep(ms: number, signal?: AbortSignal): Promise<void>;
 }

@@ -23,6 +23,11 @@ export const LogField = {
   attempt: 'attempt',
   method: 'method',
   code: 'code',
+  reason: 'reason',
+  attestation: 'attestation',
+  expired: 'expired',
+  wanted: 'wanted',
+  mtls: 'mtls',
 } as const;
 
 /** Fixed redaction list (never from config: pino's warning about user-defined redaction). */

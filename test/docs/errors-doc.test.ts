@@ -14,6 +14,8 @@ const ROOT = path.join(__dirname, '..', '..');
  */
 const REGISTRIES: readonly (readonly [file: string, exportName: string, section: string])[] = [
   ['common/errors.ts', 'COMMON_ERROR_CODES', 'common'],
+  ['ca/errors.ts', 'CA_ERROR_CODES', 'ca'],
+  ['node-agent/errors.ts', 'AGENT_ERROR_CODES', 'node-agent'],
 ];
 
 interface Registry {

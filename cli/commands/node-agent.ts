@@ -1,0 +1,97 @@
+/**
+ * `sail node-agent`: the per-host daemon. The main script of STYLE 2.3 rule 6: load the config
+ * (exit 2 when invalid), make the root logger, construct, start, and close on SIGTERM/SIGINT.
+ */
+import { spawn } from 'node:child_process';
+import * as path from 'node:path';
+import type { Argv, CommandModule } from 'yargs';
+import { routeGrpcLogs } from '../../common/grpc';
+import { createRootLogger, LOG_LEVELS, type LogLevel, type Logger } from '../../common/logging';
+import { DEFAULT_CONFIG_FILE, NodeAgent, loadNodeAgentConfig } from '../../node-agent';
+import { runUntilSignal } from '../run';
+
+interface NodeAgentArgs {
+  config: string;
+  validate: boolean;
+  'log-level'?: string;
+}
+
+/**
+ * Tells systemd the agent is ready (Type=notify) when it runs under it. systemd-notify is a child
+ * process, hence NotifyAccess=all in the unit and --pid naming us.
+ */
+function notifySystemdReady(log: Logger): void {
+  if (!process.env.NOTIFY_SOCKET) return;
+  const child = spawn('systemd-notify', ['--ready', `--pid=${process.pid}`], { stdio: 'ignore' });
+  child.on('error', err => log.warn({ err }, 'Could not notify systemd'));
+  child.unref();
+}
+
+export const nodeAgentCommand: CommandModule<object, NodeAgentArgs> = {
+  command: 'node-agent',
+  describe:
+    'Run the node agent: workload certificate (key made here, renewed at half its lifetime) and status on :15020',
+  builder: y =>
+    y
+      .option('config', {
+        type: 'string',
+        default: DEFAULT_CONFIG_FILE,
+        describe: 'Agent config file (written by `sail join`)',
+      })
+      .option('validate', {
+        type: 'boolean',
+        default: false,
+        describe: 'Check the config file and exit: 0 when valid, 2 when not',
+      })
+      .option('log-level', {
+        type: 'string',
+        choices: LOG_LEVELS as unknown as string[],
+        describe: 'Log level (env SAIL_LOG_LEVEL; default: logLevel in the config, else info)',
+      })
+      .example(
+        '$0 node-agent --config /etc/sail/node-agent.yaml',
+        'Run the agent (systemd does this)',
+      )
+      .example(
+        '$0 node-agent --validate --config /etc/sail/node-agent.yaml',
+        'Check an edited config',
+      ) as unknown as Argv<NodeAgentArgs>,
+  handler: async args => {
+    // Load the config: a ConfigError maps to exit code 2.
+    const configFile = path.resolve(args.config);
+    const config = loadNodeAgentConfig(configFile);
+    if (args.validate) {
+      const s = config.settings;
+      process.stdout.write(
+        `${configFile}: valid (node ${s.nodeName}, spiffe://${s.trustDomain}/ns/${s.workload.namespace}/sa/${s.workload.serviceAccount}, CA ${s.controlPlane.caAddress})\n`,
+      );
+      return;
+    }
+
+    // Root logger: flag, then environment, then the config file.
+    const envLevel = process.env.SAIL_LOG_LEVEL;
+    const level = (args['log-level'] ??
+      (envLevel && (LOG_LEVELS as readonly string[]).includes(envLevel)
+        ? envLevel
+        : config.logLevel)) as LogLevel;
+    const logger = createRootLogger(level).child({ role: 'node-agent' });
+    routeGrpcLogs(logger);
+
+    // Construct, start, and run until a signal.
+    const agent = new NodeAgent({
+      ...config.settings,
+      logger,
+      onFatal: err => {
+        logger.fatal({ err }, 'Node agent failed');
+        process.exit(1);
+      },
+    });
+    await runUntilSignal(logger, {
+      start: async () => {
+        await agent.start();
+        notifySystemdReady(logger);
+      },
+      close: () => agent.close(),
+    });
+  },
+};
