@@ -7,20 +7,22 @@
  * node entry and certificate and renews with it over mTLS (the steady-state path), so the fair
  * queue sees many callers as it would in a fleet.
  *
- * Flags (env): BENCH_SECONDS (default 10), BENCH_HOSTS (default 64), BENCH_INFLIGHT per host
- * (default 8), BENCH_ALGS (default "ec-p256,rsa-2048").
+ * Flags (env): BENCH_SECONDS (default 10), BENCH_HOSTS (default 64), BENCH_INFLIGHT per host,
+ * a list (default "2,8"), BENCH_ALGS (default "ec-p256,rsa-2048"), BENCH_CA_PROFILE_DIR (write a V8 CPU profile
+ * of the CA there).
  */
 import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import * as readline from 'node:readline';
+import { AdminClient } from '../cli/admin-client';
 import { makeCsr, TestCaClient } from '../test/helpers/ca-client';
 
 const SAIL = path.join(__dirname, '..', 'cli', 'sail.js');
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 10);
 const HOSTS = Number(process.env.BENCH_HOSTS ?? 64);
-const INFLIGHT = Number(process.env.BENCH_INFLIGHT ?? 8);
+const INFLIGHTS = (process.env.BENCH_INFLIGHT ?? '2,8').split(',').map(Number);
 const ALGS = (process.env.BENCH_ALGS ?? 'ec-p256,rsa-2048').split(',');
 const haveTaskset = spawnSync('taskset', ['-c', '0', 'true']).status === 0 && os.cpus().length >= 2;
 
@@ -32,7 +34,11 @@ async function startCa(
   dataDir: string,
   alg: string,
 ): Promise<{ proc: ChildProcess; address: string }> {
+  const profile = process.env.BENCH_CA_PROFILE_DIR
+    ? ['--cpu-prof', '--cpu-prof-dir', process.env.BENCH_CA_PROFILE_DIR]
+    : [];
   const [cmd, args] = pin(0, process.execPath, [
+    ...profile,
     SAIL,
     'ca',
     '--data-dir',
@@ -72,17 +78,21 @@ async function findPort(pid: number): Promise<string> {
   throw new Error('could not find the CA port (is iproute2 installed?)');
 }
 
-function admin(dataDir: string, args: string[]): string {
-  const r = spawnSync(
-    process.execPath,
-    [SAIL, ...args, '--server', `unix://${dataDir}/admin.sock`],
-    { encoding: 'utf8' },
-  );
-  if (r.status !== 0) throw new Error(`sail ${args.join(' ')} failed: ${r.stderr}`);
-  return r.stdout.trim();
+async function createToken(dataDir: string, node: string): Promise<string> {
+  const client = new AdminClient({ server: `unix://${dataDir}/admin.sock`, adminDir: '' });
+  const res = await client.request<{ token: string }>('POST', '/v1/tokens', {
+    node,
+    serviceAccounts: ['default/bench'],
+  });
+  return res.token;
 }
 
-function procStatus(pid: number): { rssMb: number; hwmMb: number; cpuTicks: number } {
+function procStatus(pid: number): {
+  rssMb: number;
+  hwmMb: number;
+  cpuTicks: number;
+  sysTicks: number;
+} {
   const status = fs.readFileSync(`/proc/${pid}/status`, 'utf8');
   const kb = (k: string) => Number(new RegExp(`${k}:\\s+(\\d+)`).exec(status)?.[1] ?? 0);
   const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]?.split(' ') ?? [];
@@ -90,6 +100,7 @@ function procStatus(pid: number): { rssMb: number; hwmMb: number; cpuTicks: numb
     rssMb: kb('VmRSS') / 1024,
     hwmMb: kb('VmHWM') / 1024,
     cpuTicks: Number(stat[11]) + Number(stat[12]),
+    sysTicks: Number(stat[12]),
   };
 }
 
@@ -98,7 +109,7 @@ function caPid(proc: ChildProcess): number {
   return proc.pid as number; // taskset execs the command, so the pid is the node process
 }
 
-async function run(alg: string): Promise<Record<string, string | number>> {
+async function run(alg: string, inflight: number): Promise<Record<string, string | number>> {
   const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'sail-bench-ca-'));
   const { proc, address } = await startCa(dataDir, alg);
   const roots = fs.readFileSync(path.join(dataDir, 'root-cert.pem'), 'utf8');
@@ -106,14 +117,7 @@ async function run(alg: string): Promise<Record<string, string | number>> {
     // One node entry, token and certificate per simulated host
     const hosts: { client: TestCaClient; csr: string }[] = [];
     for (let i = 0; i < HOSTS; i++) {
-      const token = admin(dataDir, [
-        'token',
-        'create',
-        '--node',
-        `host-${i}`,
-        '--sa',
-        'default/bench',
-      ]);
+      const token = await createToken(dataDir, `host-${i}`);
       const first = await makeCsr();
       const bootstrap = new TestCaClient({ address, rootsPem: roots });
       const res = await bootstrap.create({ csr: first.csrPem, validitySeconds: 3600 }, token);
@@ -145,15 +149,17 @@ async function run(alg: string): Promise<Record<string, string | number>> {
         }
       }
     };
-    const loops = hosts.flatMap(h => Array.from({ length: INFLIGHT }, () => loop(h)));
+    const loops = hosts.flatMap(h => Array.from({ length: inflight }, () => loop(h)));
     await new Promise(r => setTimeout(r, 2000)); // warm-up: JIT, TLS sessions
     const before = procStatus(pid);
+    const clientBefore = process.cpuUsage();
     const t0 = performance.now();
     measuring = true;
     await new Promise(r => setTimeout(r, SECONDS * 1000));
     measuring = false;
     const elapsed = (performance.now() - t0) / 1000;
     const after = procStatus(pid);
+    const clientCpu = process.cpuUsage(clientBefore);
     stop = true;
     await Promise.all(loops);
     for (const h of hosts) h.client.close();
@@ -163,6 +169,7 @@ async function run(alg: string): Promise<Record<string, string | number>> {
     const ticks = spawnSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).stdout.trim();
     return {
       'CA key': alg,
+      'in flight': HOSTS * inflight,
       'signatures/s': Math.round(ok / elapsed),
       failed,
       'p50 ms': q(0.5).toFixed(1),
@@ -172,6 +179,8 @@ async function run(alg: string): Promise<Record<string, string | number>> {
         Number(ticks || 100) /
         elapsed
       ).toFixed(2),
+      'CA kernel share': `${Math.round(((after.sysTicks - before.sysTicks) / Math.max(1, after.cpuTicks - before.cpuTicks)) * 100)}%`,
+      'load CPU (cores)': ((clientCpu.user + clientCpu.system) / 1e6 / elapsed).toFixed(2),
       'CA RSS MB': after.rssMb.toFixed(1),
       'CA peak RSS MB': after.hwmMb.toFixed(1),
     };
@@ -185,13 +194,13 @@ async function run(alg: string): Promise<Record<string, string | number>> {
 async function main(): Promise<void> {
   if (haveTaskset) spawnSync('taskset', ['-pc', '1', String(process.pid)], { stdio: 'ignore' });
   console.log(
-    `CA benchmark: ${HOSTS} hosts x ${INFLIGHT} in flight, ${SECONDS}s per run, CA pinned to one core: ${haveTaskset ? 'yes' : 'no (taskset missing or one core)'}`,
+    `CA benchmark: ${HOSTS} hosts x ${INFLIGHTS.join(' and ')} in flight each, ${SECONDS}s per run, CA pinned to one core: ${haveTaskset ? 'yes' : 'no (taskset missing or one core)'}`,
   );
   console.log(
     `node ${process.version}, ${os.cpus()[0]?.model ?? 'unknown CPU'}, ${os.cpus().length} cores`,
   );
   const rows = [];
-  for (const alg of ALGS) rows.push(await run(alg));
+  for (const alg of ALGS) for (const inflight of INFLIGHTS) rows.push(await run(alg, inflight));
   console.table(rows);
 }
 

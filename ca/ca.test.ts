@@ -311,6 +311,18 @@ describe('CertificateAuthority', () => {
     ).toBe(0);
   });
 
+  it('reserves the control plane namespace', async () => {
+    await expect(
+      admin(ca, 'POST', '/v1/tokens', {
+        node: 'vm-1',
+        serviceAccounts: ['sail-system/sail-admin'],
+      }),
+    ).rejects.toMatchObject({
+      code: 'COMMON_INVALID_INPUT',
+      message: expect.stringContaining('reserved') as string,
+    });
+  });
+
   it('keeps the same root across a restart and serves the trust bundle', async () => {
     const before = ca.rootsPem;
     const bundle = await client.trustBundle();
@@ -441,6 +453,28 @@ describe('CertificateAuthority with bootstrap and plugged-in CAs', () => {
       c.close();
       await ca.close();
     }
+  });
+
+  it('leaves node entries alone when a start fails', async () => {
+    const dataDir = path.join(tmp.dir, 'cp');
+    const { ca } = await startCa(dataDir);
+    await admin(ca, 'PUT', '/v1/nodes/vm-9', { serviceAccounts: ['default/web'] });
+    await ca.close();
+    const before = fs.readFileSync(path.join(dataDir, 'ca', 'nodes.json'), 'utf8');
+    const missing = path.join(tmp.dir, 'missing.pem');
+    const broken = new CertificateAuthority({
+      logger: silentLogger(),
+      dataDir,
+      listen: '127.0.0.1:0',
+      plugged: {
+        caCertFile: missing,
+        caKeyFile: missing,
+        rootCertFile: missing,
+        certChainFile: missing,
+      },
+    });
+    await expect(broken.start()).rejects.toMatchObject({ code: 'CA_PLUGGED_CERTS_INVALID' });
+    expect(fs.readFileSync(path.join(dataDir, 'ca', 'nodes.json'), 'utf8')).toBe(before);
   });
 
   it.each([

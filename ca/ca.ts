@@ -14,12 +14,7 @@ import type { AdminTlsMaterial } from '../common/admin-server';
 import { Backoff } from '../common/backoff';
 import { type Clock, systemClock } from '../common/clock';
 import { parseDuration } from '../common/duration';
-import {
-  AlreadyStartedError,
-  ConfigError,
-  InvalidInputError,
-  NotReadyError,
-} from '../common/errors';
+import { AlreadyStartedError, ConfigError, InvalidInputError } from '../common/errors';
 import { writeFileAtomic } from '../common/fs';
 import { serverCredentials, StaticCertificateProvider } from '../common/grpc';
 import type { Route } from '../common/http';
@@ -51,7 +46,7 @@ import {
   MAX_TOKEN_TTL_MS,
   MIN_CERT_TTL_MS,
 } from './config';
-import { PluggedCertsError } from './errors';
+import { notReady, PluggedCertsError } from './errors';
 import { FairQueue } from './fair-queue';
 import { CertIssuer, workloadSubject } from './issuer';
 import { loadOrCreateSelfSigned, loadPlugged, rootPaths, type SigningMaterial } from './keystore';
@@ -127,13 +122,13 @@ export class CertificateAuthority implements Lifecycle {
 
   /** The bound gRPC address after start (`127.0.0.1:41234` when port 0 was asked for). */
   get address(): string {
-    if (!this.boundAddress) throw new NotReadyError('CA is not started');
+    if (!this.boundAddress) throw notReady('CA is not started');
     return this.boundAddress;
   }
 
   /** The trust bundle as one PEM text. */
   get rootsPem(): string {
-    if (!this.material) throw new NotReadyError('CA is not started');
+    if (!this.material) throw notReady('CA is not started');
     return this.material.rootsPem.join('');
   }
 
@@ -144,7 +139,7 @@ export class CertificateAuthority implements Lifecycle {
 
   /** The control plane's current serving certificate, key and roots (for the admin listener). */
   get servingMaterial(): AdminTlsMaterial {
-    if (!this.serving) throw new NotReadyError('CA is not started');
+    if (!this.serving) throw notReady('CA is not started');
     return this.serving;
   }
 
@@ -197,7 +192,7 @@ export class CertificateAuthority implements Lifecycle {
     // Bind and serve
     const metrics = new CaMetrics(this.metrics, () => this.queue.depth);
     new prom.Gauge({
-      name: 'sail_ca_root_cert_expiry_timestamp_seconds',
+      name: 'sail_ca_signing_cert_expiry_timestamp_seconds',
       help: 'When the CA signing certificate expires, Unix seconds',
       registers: [this.metrics],
       collect() {
@@ -252,9 +247,7 @@ export class CertificateAuthority implements Lifecycle {
         serverCredentials(this.provider as StaticCertificateProvider, false),
         (err, p) =>
           err
-            ? reject(
-                new InvalidInputError(`cannot listen on ${listen}: ${err.message}`, { cause: err }),
-              )
+            ? reject(new Error(`cannot listen on ${listen}: ${err.message}`, { cause: err }))
             : resolve(p),
       );
     });
@@ -348,7 +341,7 @@ export class CertificateAuthority implements Lifecycle {
       },
     );
     this.log.info(
-      { serial: issued.cert.serialHex, notAfter: issued.cert.notAfter.toISOString() },
+      { serial: issued.serialHex, notAfter: issued.notAfter.toISOString() },
       'Issued control plane serving certificate',
     );
     return { certChainPem: issued.chainPem.slice(0, -1).join(''), keyPem, rootsPem: this.rootsPem };
@@ -376,7 +369,7 @@ export class CertificateAuthority implements Lifecycle {
     await writeFileAtomic(certFile, issued.chainPem.slice(0, -1).join(''), 0o644);
     await writeFileAtomic(path.join(dir, 'root-cert.pem'), this.rootsPem, 0o644);
     this.log.info(
-      { path: dir, notAfter: issued.cert.notAfter.toISOString() },
+      { path: dir, notAfter: issued.notAfter.toISOString() },
       'Issued admin client certificate',
     );
   }
@@ -425,7 +418,13 @@ export class CertificateAuthority implements Lifecycle {
       }
       return (sas as string[]).map(s => {
         try {
-          return formatSpiffeId({ trustDomain: this.trustDomain, ...parseServiceAccountRef(s) });
+          const ref = parseServiceAccountRef(s);
+          if (ref.namespace === SYSTEM_NAMESPACE) {
+            throw new Error(
+              `namespace ${SYSTEM_NAMESPACE} is reserved for the control plane's own identities`,
+            );
+          }
+          return formatSpiffeId({ trustDomain: this.trustDomain, ...ref });
         } catch (err) {
           throw new InvalidInputError(`serviceAccounts: ${(err as Error).message}`);
         }

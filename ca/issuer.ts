@@ -5,7 +5,6 @@ import {
   type Name,
   Oid,
   type ParsedCertificate,
-  parseCertificate,
   randomSerial,
   type SubjectAltNames,
   toPem,
@@ -17,7 +16,10 @@ export const MAX_BACKDATE_MS = 60_000;
 
 /** An issued certificate and the chain to hand out: leaf, intermediates, root. */
 export interface Issued {
-  readonly cert: ParsedCertificate;
+  readonly der: Buffer;
+  readonly serialHex: string;
+  /** Whole seconds, as encoded in the certificate. */
+  readonly notAfter: Date;
   readonly chainPem: string[];
 }
 
@@ -38,9 +40,10 @@ export class CertIssuer {
   }): Issued {
     const backdate = Math.min(MAX_BACKDATE_MS, Math.floor(opts.ttlMs / 10));
     const notAfter = Math.min(opts.now + opts.ttlMs, this.material.signingCert.notAfter.getTime());
+    const serial = randomSerial();
     const der = createCertificate(
       {
-        serial: randomSerial(),
+        serial,
         subject: opts.subject,
         publicKeySpki: opts.publicKeySpki,
         notBefore: new Date(opts.now - backdate),
@@ -50,8 +53,11 @@ export class CertIssuer {
       },
       this.material.issuer,
     );
+    // Built from what we encoded rather than parsed back: issuing is the CA's hot path.
     return {
-      cert: parseCertificate(der),
+      der,
+      serialHex: serial.toString('hex'),
+      notAfter: new Date(Math.floor(notAfter / 1000) * 1000),
       chainPem: [
         toPem('CERTIFICATE', der),
         ...this.material.intermediatesPem,

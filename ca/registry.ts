@@ -59,6 +59,8 @@ const TOKEN_RETENTION_MS = 7 * 24 * 3600_000;
 /** The registry: in memory, persisted to `DATA_DIR/ca/{nodes,tokens}.json`. */
 export class Registry {
   private nodes = new Map<string, NodeEntry>();
+  /** False until load(): a failed start must never write an empty registry over the real one. */
+  private loaded = false;
   private tokens = new Map<string, TokenRecord>();
   private readonly nodeFile: JsonFile<{ nodes: NodeEntry[] }>;
   private readonly tokenFile: JsonFile<{ tokens: TokenRecord[] }>;
@@ -75,16 +77,19 @@ export class Registry {
     const [n, t] = await Promise.all([this.nodeFile.read(), this.tokenFile.read()]);
     this.nodes = new Map(n.nodes.map(e => [e.name, e]));
     const cutoff = this.now() - TOKEN_RETENTION_MS;
+    this.loaded = true;
     this.tokens = new Map(
       t.tokens.filter(r => Date.parse(r.expiresAt) > cutoff).map(r => [r.id, r]),
     );
   }
 
   private saveNodes(): Promise<void> {
+    if (!this.loaded) return Promise.resolve();
     return this.nodeFile.write({ nodes: [...this.nodes.values()] });
   }
 
   private saveTokens(): Promise<void> {
+    if (!this.loaded) return Promise.resolve();
     return this.tokenFile.write({ tokens: [...this.tokens.values()] });
   }
 

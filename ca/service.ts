@@ -130,8 +130,9 @@ export function createCaHandlers(d: CaServiceDeps): CertificateAuthorityHandlers
     const peer = peerCertificate(call);
     const token = bearerToken(call.metadata.get('authorization'));
     // The fairness key must be cheap to compute: the peer certificate, the token id, or the address.
-    const callerKey = peer
-      ? `cert:${crypto.createHash('sha1').update(peer).digest('hex')}`
+    const fingerprint = peer && crypto.createHash('sha1').update(peer).digest('hex');
+    const callerKey = fingerprint
+      ? `cert:${fingerprint}`
       : token
         ? `token:${token.slice(0, 16)}`
         : `addr:${call.getPeer().replace(/:\d+$/, '')}`;
@@ -147,7 +148,11 @@ export function createCaHandlers(d: CaServiceDeps): CertificateAuthorityHandlers
           throw err;
         }
         const keyHash = spkiHash(csr.publicKeySpki);
-        const caller = d.authenticator.authenticate(peer, token, keyHash);
+        const caller = d.authenticator.authenticate(
+          peer && fingerprint ? { der: peer, fingerprint } : undefined,
+          token,
+          keyHash,
+        );
         attestation = caller.attestation;
         if (req.node && req.node !== caller.node) {
           throw new NotAuthorizedError(
@@ -175,8 +180,8 @@ export function createCaHandlers(d: CaServiceDeps): CertificateAuthorityHandlers
           {
             node: caller.node,
             spiffeId,
-            serial: issued.cert.serialHex,
-            notAfter: issued.cert.notAfter.toISOString(),
+            serial: issued.serialHex,
+            notAfter: issued.notAfter.toISOString(),
             attestation: caller.attestation,
             tokenId: caller.tokenId,
           },

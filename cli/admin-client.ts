@@ -38,7 +38,7 @@ export class AdminClient {
 
   /**
    * Sends one request and parses the JSON answer.
-   * @throws AdminApiError for an error answer (a 4xx becomes exit code 2 through its code);
+   * @throws AdminApiError for an error answer (a 400 becomes InvalidInputError, exit code 2; others exit 1);
    *   Error when the server cannot be reached
    */
   async request<T>(method: string, urlPath: string, body?: unknown): Promise<T> {

@@ -1,4 +1,4 @@
-/** Capped exponential backoff with full jitter (the AWS Architecture Blog's "full jitter"). */
+/** Capped exponential backoff with "equal jitter": each delay is random between half and all of its base. */
 
 export const DEFAULT_INITIAL_BACKOFF_MS = 1000;
 export const DEFAULT_MAX_BACKOFF_MS = 30_000;

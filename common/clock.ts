@@ -11,7 +11,10 @@ export interface Clock {
   sleep(ms: number, signal?: AbortSignal): Promise<void>;
 }
 
-/** The real clock. */
+/** The longest delay setTimeout takes; longer ones fire at once (with a TimeoutOverflowWarning). */
+export const MAX_TIMER_MS = 2 ** 31 - 1;
+
+/** The real clock. Sleeps longer than MAX_TIMER_MS (24.8 days) are chained timers. */
 export const systemClock: Clock = {
   now: () => Date.now(),
   sleep: (ms, signal) =>
@@ -20,17 +23,22 @@ export const systemClock: Clock = {
         reject(signal.reason as Error);
         return;
       }
+      const end = Date.now() + Math.max(0, ms);
+      let timer: NodeJS.Timeout | undefined;
       const onAbort = () => {
         clearTimeout(timer);
         reject(signal?.reason as Error);
       };
-      const timer = setTimeout(
-        () => {
+      const arm = () => {
+        const left = end - Date.now();
+        if (left <= 0 && timer !== undefined) {
           signal?.removeEventListener('abort', onAbort);
           resolve();
-        },
-        Math.max(0, ms),
-      );
+          return;
+        }
+        timer = setTimeout(arm, Math.min(Math.max(0, left), MAX_TIMER_MS));
+      };
+      arm();
       signal?.addEventListener('abort', onAbort, { once: true });
     }),
 };

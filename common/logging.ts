@@ -28,6 +28,7 @@ export const LogField = {
   expired: 'expired',
   wanted: 'wanted',
   mtls: 'mtls',
+  role: 'role',
 } as const;
 
 /** Fixed redaction list (never from config: pino's warning about user-defined redaction). */
