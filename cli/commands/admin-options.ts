@@ -1,5 +1,7 @@
 /** Flags every admin verb takes, and table output. */
 import type { Argv } from 'yargs';
+import { InvalidInputError } from '../../common/errors';
+import { parseServiceAccountRef } from '../../common/pki';
 import { DEFAULT_ADMIN_DIR, DEFAULT_SERVER } from '../admin-client';
 
 export interface AdminArgs {
@@ -31,4 +33,15 @@ export function printTable(header: string[], rows: string[][]): void {
       .join('   ')
       .trimEnd();
   process.stdout.write([line(header), ...rows.map(line)].join('\n') + '\n');
+}
+
+/** Checks `--sa NAMESPACE/NAME` values before anything is sent. */
+export function validateServiceAccounts(sas: readonly string[]): void {
+  for (const sa of sas) {
+    try {
+      parseServiceAccountRef(sa);
+    } catch (err) {
+      throw new InvalidInputError(`--sa: ${(err as Error).message}`);
+    }
+  }
 }

@@ -1,9 +1,7 @@
 /** `sail node register|list|remove`: which identities each node may hold. */
 import type { Argv, CommandModule } from 'yargs';
-import { InvalidInputError } from '../../common/errors';
-import { parseServiceAccountRef } from '../../common/pki';
 import { AdminClient } from '../admin-client';
-import { adminOptions, type AdminArgs, printTable } from './admin-options';
+import { adminOptions, type AdminArgs, printTable, validateServiceAccounts } from './admin-options';
 
 interface NodeEntry {
   name: string;
@@ -40,13 +38,7 @@ const register: CommandModule<object, RegisterArgs> = {
         describe: 'Service account NAMESPACE/NAME; repeatable',
       }) as unknown as Argv<RegisterArgs>,
   handler: async args => {
-    for (const sa of args.sa) {
-      try {
-        parseServiceAccountRef(sa);
-      } catch (err) {
-        throw new InvalidInputError(`--sa: ${(err as Error).message}`);
-      }
-    }
+    validateServiceAccounts(args.sa);
     const e = await client(args).request<NodeEntry>(
       'PUT',
       `/v1/nodes/${encodeURIComponent(args.name)}`,

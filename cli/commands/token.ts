@@ -1,9 +1,7 @@
 /** `sail token create|list`: single-use join tokens, through the admin API. */
 import type { Argv, CommandModule } from 'yargs';
-import { InvalidInputError } from '../../common/errors';
-import { parseServiceAccountRef } from '../../common/pki';
 import { AdminClient } from '../admin-client';
-import { adminOptions, type AdminArgs, printTable } from './admin-options';
+import { adminOptions, type AdminArgs, printTable, validateServiceAccounts } from './admin-options';
 
 interface CreateArgs extends AdminArgs {
   node: string;
@@ -56,13 +54,7 @@ const create: CommandModule<object, CreateArgs> = {
         'Capture a token for `sail join`',
       ) as unknown as Argv<CreateArgs>,
   handler: async args => {
-    for (const sa of args.sa) {
-      try {
-        parseServiceAccountRef(sa);
-      } catch (err) {
-        throw new InvalidInputError(`--sa: ${(err as Error).message}`);
-      }
-    }
+    validateServiceAccounts(args.sa);
     const client = new AdminClient({ server: args.server, adminDir: args['admin-dir'] });
     const res = await client.request<TokenInfo>('POST', '/v1/tokens', {
       node: args.node,

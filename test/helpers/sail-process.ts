@@ -103,19 +103,3 @@ export async function freePort(): Promise<number> {
   await new Promise<void>(r => srv.close(() => r()));
   return port;
 }
-
-/** Polls `cond` every 100 ms until it returns a truthy value, or throws after `timeoutMs`. */
-export async function waitFor<T>(
-  cond: () => T | Promise<T>,
-  timeoutMs: number,
-  what: string,
-): Promise<NonNullable<T>> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await cond();
-    if (v) return v as NonNullable<T>;
-    if (Date.now() > deadline)
-      throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-    await new Promise(r => setTimeout(r, 100));
-  }
-}

@@ -12,7 +12,8 @@ import * as path from 'node:path';
 import * as YAML from 'yaml';
 import { parseCertificate, parseCertificatesPem } from '../../common/pki';
 import { hasOpenssl, openssl } from '../helpers/openssl';
-import { freePort, SailProcess, sailBuilt, sailSync, waitFor } from '../helpers/sail-process';
+import { freePort, SailProcess, sailBuilt, sailSync } from '../helpers/sail-process';
+import { waitFor } from '../helpers/wait-for';
 import { makeTmpDir } from '../helpers/tmp-dir';
 
 const run = sailBuilt() && hasOpenssl() ? describe : describe.skip;
@@ -149,7 +150,11 @@ run('host identity with real processes', () => {
     startAgent(a);
     startAgent(b);
     for (const h of [a, b]) {
-      const status = await waitFor(() => ready(h), 20_000, `${h.name} ready`);
+      const status = await waitFor(() => ready(h), {
+        timeoutMs: 20_000,
+        intervalMs: 100,
+        what: `${h.name} ready`,
+      });
       expect(status).toMatchObject({ spiffeId: 'spiffe://cluster.local/ns/default/sa/web' });
       expect(fs.existsSync(path.join(h.dir, 'join-token'))).toBe(false);
       expect(fs.statSync(path.join(certsOf(h), 'key.pem')).mode & 0o777).toBe(0o600);
@@ -205,11 +210,11 @@ run('host identity with real processes', () => {
     expect(failures.length).toBeGreaterThanOrEqual(2);
     await startCa();
     expect(fs.readFileSync(path.join(cpDir, 'root-cert.pem'), 'utf8')).toBe(rootBefore);
-    await waitFor(
-      () => readLeaf(b).serialHex !== leaf.serialHex,
-      40_000,
-      'renewal after the outage',
-    );
+    await waitFor(() => readLeaf(b).serialHex !== leaf.serialHex, {
+      timeoutMs: 40_000,
+      intervalMs: 100,
+      what: 'renewal after the outage',
+    });
     expect(readLeaf(b).notBefore.getTime()).toBeGreaterThan(issuedAt);
     expect(verify(b).status).toBe(0);
   });
@@ -219,7 +224,11 @@ run('host identity with real processes', () => {
     expect(await b.agent?.stop()).toBe(0);
     await ca.stop();
     const agent = startAgent(b);
-    const status = await waitFor(() => ready(b), 15_000, 'ready from disk');
+    const status = await waitFor(() => ready(b), {
+      timeoutMs: 15_000,
+      intervalMs: 100,
+      what: 'ready from disk',
+    });
     expect(status).toMatchObject({ spiffeId: 'spiffe://cluster.local/ns/default/sa/web' });
     expect(readLeaf(b).serialHex).toBe(serial);
     expect(await agent.stop()).toBe(0);
