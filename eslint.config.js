@@ -145,7 +145,6 @@ module.exports = defineConfig(
     },
   },
 
-
   // Tests: jest matchers and JSON bodies are loosely typed, and skip reasons are printed.
   {
     files: ['**/*.test.ts', 'test/**/*.ts'],
