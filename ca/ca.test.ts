@@ -311,6 +311,27 @@ describe('CertificateAuthority', () => {
     ).toBe(0);
   });
 
+  it('caps a requested lifetime at --max-cert-ttl', async () => {
+    client.close();
+    await ca.close();
+    ({ ca } = await startCa(path.join(tmp.dir, 'cp2'), {
+      maxCertTtlMs: 3600_000,
+      defaultCertTtlMs: 1800_000,
+    }));
+    client = new TestCaClient({ address: ca.address, rootsPem: ca.rootsPem });
+    const { token } = (await admin(ca, 'POST', '/v1/tokens', {
+      node: 'vm-1',
+      serviceAccounts: ['default/web'],
+    })) as { token: string };
+    const res = await client.create(
+      { csr: (await makeCsr(WEB)).csrPem, validitySeconds: 90 * 86400 },
+      token,
+    );
+    const leaf = parseCertificate(parseCertificatesPem(res.certChain[0] as string)[0] as Buffer);
+    expect(leaf.notAfter.getTime() - Date.now()).toBeLessThanOrEqual(3600_000);
+    expect(leaf.notAfter.getTime() - Date.now()).toBeGreaterThan(3500_000);
+  });
+
   it('reserves the control plane namespace', async () => {
     await expect(
       admin(ca, 'POST', '/v1/tokens', {
