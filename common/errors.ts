@@ -84,6 +84,21 @@ export const COMMON_ERROR_CODES = [
   'COMMON_INTERNAL',
 ] as const;
 
+/** What kind of failure an error is: the one classification gRPC statuses, HTTP statuses and metric labels derive from. */
+export type ErrorKind =
+  'invalid' | 'unauthenticated' | 'denied' | 'not_ready' | 'exhausted' | 'not_found' | 'internal';
+
+/** Classifies an error by its class (and, for `not_found`, a code ending in NOT_FOUND). */
+export function errorKind(err: unknown): ErrorKind {
+  if (err instanceof InvalidInputError || err instanceof ConfigError) return 'invalid';
+  if (err instanceof NotAuthenticatedError) return 'unauthenticated';
+  if (err instanceof NotAuthorizedError) return 'denied';
+  if (err instanceof NotReadyError) return 'not_ready';
+  if (err instanceof ResourceExhaustedError) return 'exhausted';
+  if (err instanceof SailError && err.code.endsWith('NOT_FOUND')) return 'not_found';
+  return 'internal';
+}
+
 /** A message for any thrown value (grpc-js `getErrorMessage`). */
 export function getErrorMessage(err: unknown): string {
   return err instanceof Error ? err.message : String(err);

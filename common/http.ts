@@ -6,15 +6,7 @@
 import * as fs from 'node:fs';
 import * as http from 'node:http';
 import type { AddressInfo } from 'node:net';
-import {
-  ConfigError,
-  InvalidInputError,
-  NotAuthenticatedError,
-  NotAuthorizedError,
-  NotReadyError,
-  ResourceExhaustedError,
-  SailError,
-} from './errors';
+import { type ErrorKind, errorKind, InvalidInputError, SailError } from './errors';
 import type { Logger } from './logging';
 import { parseHostPort } from './config';
 
@@ -44,14 +36,18 @@ export interface Route {
   readonly handler: (ctx: HttpRequestContext) => Promise<HttpResult> | HttpResult;
 }
 
+const HTTP_STATUS: Record<ErrorKind, number> = {
+  invalid: 400,
+  unauthenticated: 401,
+  denied: 403,
+  exhausted: 429,
+  not_ready: 503,
+  not_found: 404,
+  internal: 500,
+};
+
 function statusFor(err: unknown): number {
-  if (err instanceof InvalidInputError || err instanceof ConfigError) return 400;
-  if (err instanceof NotAuthenticatedError) return 401;
-  if (err instanceof NotAuthorizedError) return 403;
-  if (err instanceof ResourceExhaustedError) return 429;
-  if (err instanceof NotReadyError) return 503;
-  if (err instanceof SailError && /NOT_FOUND$/.test(err.code)) return 404;
-  return 500;
+  return HTTP_STATUS[errorKind(err)];
 }
 
 function matchPath(pattern: string, actual: string): Record<string, string> | undefined {

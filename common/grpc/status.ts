@@ -1,15 +1,7 @@
 /** The one place errors become gRPC statuses (spire MakeErr, linkerd2 Certify). */
 import * as grpc from '@grpc/grpc-js';
 import type { Logger } from '../logging';
-import {
-  ConfigError,
-  InvalidInputError,
-  NotAuthenticatedError,
-  NotAuthorizedError,
-  NotReadyError,
-  ResourceExhaustedError,
-  SailError,
-} from '../errors';
+import { errorKind, SailError } from '../errors';
 
 /** A status grpc-js can send: code, details and optional metadata. */
 export interface StatusLike {
@@ -30,25 +22,26 @@ export function toStatus(err: unknown, log: Logger, method: string): StatusLike 
     if (code) metadata.set('sail-error-code', code);
     return { code: status, details, metadata };
   };
-  if (err instanceof InvalidInputError || err instanceof ConfigError) {
-    log.debug({ err, method }, 'Rejected invalid request');
-    return withCode(grpc.status.INVALID_ARGUMENT, err.message);
-  }
-  if (err instanceof NotAuthenticatedError) {
-    log.warn({ method, code, reason: err.message }, 'Rejected unauthenticated request');
-    return withCode(grpc.status.UNAUTHENTICATED, err.message);
-  }
-  if (err instanceof NotAuthorizedError) {
-    log.warn({ method, code, reason: err.message }, 'Denied request');
-    return withCode(grpc.status.PERMISSION_DENIED, err.message);
-  }
-  if (err instanceof NotReadyError) {
-    log.debug({ method, reason: err.message }, 'Refused request while not ready');
-    return withCode(grpc.status.UNAVAILABLE, err.message);
-  }
-  if (err instanceof ResourceExhaustedError) {
-    log.debug({ method, reason: err.message }, 'Refused request under load');
-    return withCode(grpc.status.RESOURCE_EXHAUSTED, err.message);
+  const message = (err as Error).message;
+  switch (errorKind(err)) {
+    case 'invalid':
+      log.debug({ err, method }, 'Rejected invalid request');
+      return withCode(grpc.status.INVALID_ARGUMENT, message);
+    case 'unauthenticated':
+      log.warn({ method, code, reason: message }, 'Rejected unauthenticated request');
+      return withCode(grpc.status.UNAUTHENTICATED, message);
+    case 'denied':
+      log.warn({ method, code, reason: message }, 'Denied request');
+      return withCode(grpc.status.PERMISSION_DENIED, message);
+    case 'not_ready':
+      log.debug({ method, reason: message }, 'Refused request while not ready');
+      return withCode(grpc.status.UNAVAILABLE, message);
+    case 'exhausted':
+      log.debug({ method, reason: message }, 'Refused request under load');
+      return withCode(grpc.status.RESOURCE_EXHAUSTED, message);
+    case 'not_found':
+    case 'internal':
+      break;
   }
   log.error({ err, method }, 'Request failed');
   return withCode(grpc.status.INTERNAL, 'internal error');
