@@ -16,6 +16,7 @@ const REGISTRIES: readonly (readonly [file: string, exportName: string, section:
   ['common/errors.ts', 'COMMON_ERROR_CODES', 'common'],
   ['ca/errors.ts', 'CA_ERROR_CODES', 'ca'],
   ['node-agent/errors.ts', 'AGENT_ERROR_CODES', 'node-agent'],
+  ['pilot/errors.ts', 'PILOT_ERROR_CODES', 'pilot'],
 ];
 
 interface Registry {
