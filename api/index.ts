@@ -6,6 +6,7 @@ import * as path from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import * as protoLoader from '@grpc/proto-loader';
 import type { ProtoGrpcType as CaProtoGrpcType } from './gen/ca';
+import type { ProtoGrpcType as PilotProtoGrpcType } from './gen/registration';
 
 /** One set of loader options for every proto, matching `proto-loader-gen-types` in gen:proto. */
 export const PROTO_LOADER_OPTIONS: protoLoader.Options = {
@@ -31,6 +32,19 @@ export function loadCaProto(): CaProtoGrpcType {
   return caProto;
 }
 
+let pilotProto: PilotProtoGrpcType | undefined;
+
+/** The loaded sail.pilot.v1 package: host registration (cached). */
+export function loadPilotProto(): PilotProtoGrpcType {
+  pilotProto ??= grpc.loadPackageDefinition(
+    protoLoader.loadSync(path.join('sail', 'pilot', 'v1', 'registration.proto'), {
+      ...PROTO_LOADER_OPTIONS,
+      includeDirs: [PROTO_ROOT],
+    }),
+  ) as unknown as PilotProtoGrpcType;
+  return pilotProto;
+}
+
 export type {
   CertificateAuthorityClient,
   CertificateAuthorityHandlers,
@@ -44,3 +58,15 @@ export type {
   GetTrustBundleResponse,
   GetTrustBundleResponse__Output,
 } from './gen/sail/ca/v1/GetTrustBundleResponse';
+export type { RegistrationClient, RegistrationHandlers } from './gen/sail/pilot/v1/Registration';
+export type { WorkloadReport, WorkloadReport__Output } from './gen/sail/pilot/v1/WorkloadReport';
+export type {
+  WorkloadRegistration,
+  WorkloadRegistration__Output,
+} from './gen/sail/pilot/v1/WorkloadRegistration';
+export type {
+  RegistrationStatus,
+  RegistrationStatus__Output,
+} from './gen/sail/pilot/v1/RegistrationStatus';
+export type { HealthReport__Output } from './gen/sail/pilot/v1/HealthReport';
+export type { HostFacts__Output } from './gen/sail/pilot/v1/HostFacts';

@@ -5,6 +5,8 @@
  */
 import yargs from 'yargs';
 import { caCommand, controlPlaneCommand } from './commands/ca';
+import { configCommands } from './commands/config';
+import { pilotCommand } from './commands/pilot';
 import { joinCommand } from './commands/join';
 import { nodeAgentCommand } from './commands/node-agent';
 import { nodeCommand } from './commands/node';
@@ -20,10 +22,12 @@ export async function main(argv: string[]): Promise<void> {
     )
     .command(controlPlaneCommand as never)
     .command(caCommand as never)
+    .command(pilotCommand as never)
     .command(tokenCommand)
     .command(nodeCommand)
     .command(joinCommand as never)
     .command(nodeAgentCommand as never)
+    .command(configCommands.map(c => c as never))
     .command('version', 'Print the version', {}, () => {
       process.stdout.write(`sail ${SAIL_VERSION} (node ${process.version})\n`);
     })

@@ -15,9 +15,11 @@ export const PILOT_ERROR_CODES = [
   'PILOT_CONFIG_CONFLICT',
   'PILOT_CONFIG_NOT_FOUND',
   'PILOT_STORE_UNAVAILABLE',
+  'PILOT_STORE_BATCH_TOO_LARGE',
   'PILOT_NOT_READY',
   'PILOT_REGISTRATION_INVALID',
   'PILOT_REGISTRATION_DENIED',
+  'PILOT_REGISTRATION_UNAUTHENTICATED',
   'PILOT_XDS_UNAUTHENTICATED',
   'PILOT_XDS_DENIED',
   'PILOT_XDS_REQUEST_INVALID',
@@ -80,6 +82,10 @@ export class StoreUnavailableError extends NotReadyError {
   }
 }
 
+/** A write changes more objects than one etcd transaction may hold (etcd `--max-txn-ops`). */
+export const storeBatchTooLarge = (message: string) =>
+  new InvalidInputError(message, { code: 'PILOT_STORE_BATCH_TOO_LARGE' });
+
 export const pilotNotReady = (message: string) =>
   new NotReadyError(message, { code: 'PILOT_NOT_READY' });
 
@@ -88,6 +94,9 @@ export const registrationInvalid = (message: string) =>
 
 export const registrationDenied = (message: string) =>
   new NotAuthorizedError(message, { code: 'PILOT_REGISTRATION_DENIED' });
+
+export const registrationUnauthenticated = (message: string) =>
+  new NotAuthenticatedError(message, { code: 'PILOT_REGISTRATION_UNAUTHENTICATED' });
 
 export const xdsUnauthenticated = (message: string) =>
   new NotAuthenticatedError(message, { code: 'PILOT_XDS_UNAUTHENTICATED' });

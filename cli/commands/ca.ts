@@ -13,6 +13,8 @@ import { KEY_ALGORITHMS, type KeyAlgorithm } from '../../common/pki';
 import { adminSpiffeId } from '../../ca';
 import { DEFAULT_DATA_DIR } from '../admin-client';
 import { runUntilSignal } from '../run';
+import type { Pilot } from '../../pilot/pilot';
+import { type PilotArgs, pilotFromArgs, pilotOptions } from './pilot';
 
 interface CaArgs {
   'data-dir': string;
@@ -147,43 +149,61 @@ function toCaOptions(args: CaArgs, listen: string, logger: CaOptions['logger']):
   };
 }
 
-/** Runs the CA plus the admin endpoint until SIGTERM/SIGINT. */
-async function runControlPlane(args: CaArgs, listen: string, role: string): Promise<void> {
+/** Runs the CA (and, for `control-plane`, pilot) plus the admin endpoint until SIGTERM/SIGINT. */
+async function runControlPlane(
+  args: CaArgs,
+  listen: string,
+  role: string,
+  pilotArgs?: PilotArgs & { 'pilot-listen': string },
+): Promise<void> {
   const logger = createRootLogger(args['log-level'] as LogLevel).child({ role });
   routeGrpcLogs(logger);
   const ca = new CertificateAuthority(toCaOptions(args, listen, logger));
   const processMetrics = createRegistry(true);
+  let pilot: Pilot | undefined;
   const base: Route[] = [
     { method: 'GET', path: '/healthz', admin: false, handler: () => ({ text: 'ok\n' }) },
     {
       method: 'GET',
       path: '/readyz',
       admin: false,
-      handler: () => (ca.ready ? { text: 'ready\n' } : { status: 503, text: 'not ready\n' }),
+      handler: () =>
+        ca.ready && (!pilotArgs || pilot?.ready)
+          ? { text: 'ready\n' }
+          : { status: 503, text: 'not ready\n' },
     },
     {
       method: 'GET',
       path: '/metrics',
       admin: false,
-      handler: async () => renderMetrics(processMetrics, ca.metrics),
+      handler: async () =>
+        renderMetrics(processMetrics, ca.metrics, ...(pilot ? [pilot.metrics] : [])),
     },
   ];
   let admin: AdminServer | undefined;
   await runUntilSignal(logger, {
     start: async () => {
       await ca.start();
+      if (pilotArgs) {
+        pilot = pilotFromArgs(pilotArgs, pilotArgs['pilot-listen'], ca.servingMaterial, logger);
+        await pilot.start();
+      }
       admin = new AdminServer({
         logger,
-        routes: [...base, ...ca.adminRoutes()],
+        routes: [...base, ...ca.adminRoutes(), ...(pilot?.adminRoutes() ?? [])],
         socket: `unix://${path.join(path.resolve(args['data-dir']), 'admin.sock')}`,
         ...(args['admin-listen'] ? { listen: args['admin-listen'], tls: ca.servingMaterial } : {}),
         adminSpiffeIds: [adminSpiffeId(ca.trustDomain)],
       });
-      ca.onServingCertRotated(m => admin?.updateTls(m));
+      ca.onServingCertRotated(m => {
+        admin?.updateTls(m);
+        pilot?.updateTls(m);
+      });
       await admin.start();
     },
     close: async () => {
       await admin?.close();
+      await pilot?.close();
       await ca.close();
     },
   });
@@ -211,12 +231,20 @@ export const caCommand: CommandModule<object, CaArgs> = {
   handler: args => runControlPlane(args, args.listen ?? '0.0.0.0:15012', 'ca'),
 };
 
-export const controlPlaneCommand: CommandModule<object, CaArgs> = {
+export const controlPlaneCommand: CommandModule<
+  object,
+  CaArgs & PilotArgs & { 'pilot-listen': string }
+> = {
   command: 'control-plane',
   describe:
-    'Run the control plane in one process (this release: the CA and the admin endpoint; pilot and mixer join in later releases)',
+    'Run the control plane in one process: the CA (:15012), pilot (:15010) and the admin endpoint (:15014, DATA_DIR/admin.sock)',
   builder: y =>
-    caOptions(y)
+    pilotOptions(caOptions(y))
+      .option('pilot-listen', {
+        type: 'string',
+        default: '0.0.0.0:15010',
+        describe: 'Pilot xDS and registration listen address (mTLS); port 0 picks a free port',
+      })
       .option('ca-listen', {
         type: 'string',
         default: '0.0.0.0:15012',
@@ -225,6 +253,7 @@ export const controlPlaneCommand: CommandModule<object, CaArgs> = {
       .example(
         '$0 control-plane --data-dir /var/lib/sail/control-plane',
         'Start the control plane',
-      ) as unknown as Argv<CaArgs>,
-  handler: args => runControlPlane(args, args['ca-listen'] ?? '0.0.0.0:15012', 'control-plane'),
+      ) as unknown as Argv<CaArgs & PilotArgs & { 'pilot-listen': string }>,
+  handler: args =>
+    runControlPlane(args, args['ca-listen'] ?? '0.0.0.0:15012', 'control-plane', args),
 };

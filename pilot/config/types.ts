@@ -319,7 +319,8 @@ export interface DestinationRuleSpec {
   trafficPolicy?: TrafficPolicy;
   subsets?: Subset[];
   exportTo?: string[];
-  workloadSelector?: WorkloadSelector;
+  /** `matchLabels`, as in Istio's DestinationRule (type.v1beta1.WorkloadSelector), unlike ServiceEntry's `labels`. */
+  workloadSelector?: LabelSelector;
 }
 
 export interface ServicePort {

@@ -43,6 +43,11 @@ export interface MeshConfig {
   readonly proxyInboundPort: number;
   /** Default connect timeout for clusters, ms (Istio 10 s). */
   readonly connectTimeoutMs: number;
+  /**
+   * Istio's root config namespace: Sidecar, DestinationRule and PeerAuthentication objects here
+   * apply mesh-wide (as istio-system's do in Istio). Default `sail-system`.
+   */
+  readonly rootNamespace?: string;
 }
 
 export const DEFAULT_MESH_CONFIG: MeshConfig = {

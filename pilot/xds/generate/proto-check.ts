@@ -1,0 +1,168 @@
+/**
+ * Test helpers that hold generated resources against the real Envoy v3 protos (from
+ * @grpc/grpc-js-xds's deps/, loaded with protobufjs) and against gRPC's own xDS resource
+ * validation. A misspelled field does not survive `fromObject`, so every resource is encoded,
+ * decoded and compared with what was generated: anything lost is a failure. Only tests import
+ * this file.
+ * @internal
+ */
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import * as protobuf from 'protobufjs';
+import { ClusterResourceType } from '@grpc/grpc-js-xds/build/src/xds-resource-type/cluster-resource-type';
+import { EndpointResourceType } from '@grpc/grpc-js-xds/build/src/xds-resource-type/endpoint-resource-type';
+import { ListenerResourceType } from '@grpc/grpc-js-xds/build/src/xds-resource-type/listener-resource-type';
+import { RouteConfigurationResourceType } from '@grpc/grpc-js-xds/build/src/xds-resource-type/route-config-resource-type';
+import type {
+  XdsDecodeContext,
+  XdsResourceType,
+} from '@grpc/grpc-js-xds/build/src/xds-resource-type/xds-resource-type';
+import { register as registerGrpcXds } from '@grpc/grpc-js-xds';
+import {
+  CLUSTER_TYPE,
+  ENDPOINT_TYPE,
+  type GeneratedResource,
+  LISTENER_TYPE,
+  ROUTE_TYPE,
+  TYPE_URL_PREFIX,
+  type XdsType,
+} from '../model';
+
+/** Every proto file whose messages generated resources contain. */
+export const TEST_PROTO_FILES = [
+  'envoy/config/listener/v3/listener.proto',
+  'envoy/config/route/v3/route.proto',
+  'envoy/config/cluster/v3/cluster.proto',
+  'envoy/config/endpoint/v3/endpoint.proto',
+  'envoy/extensions/filters/network/http_connection_manager/v3/http_connection_manager.proto',
+  'envoy/extensions/filters/network/tcp_proxy/v3/tcp_proxy.proto',
+  'envoy/extensions/filters/http/router/v3/router.proto',
+  'envoy/extensions/filters/http/fault/v3/fault.proto',
+  'envoy/extensions/filters/http/cors/v3/cors.proto',
+  'envoy/extensions/filters/listener/tls_inspector/v3/tls_inspector.proto',
+  'envoy/extensions/filters/listener/original_dst/v3/original_dst.proto',
+  'envoy/extensions/transport_sockets/tls/v3/tls.proto',
+  'envoy/extensions/transport_sockets/raw_buffer/v3/raw_buffer.proto',
+  'envoy/extensions/upstreams/http/v3/http_protocol_options.proto',
+];
+
+let root: protobuf.Root | undefined;
+
+/** The Envoy protos, loaded once per test file (~200 ms). */
+export function envoyRoot(): protobuf.Root {
+  if (root) return root;
+  const pkg = path.dirname(require.resolve('@grpc/grpc-js-xds/package.json'));
+  const dirs = ['envoy-api', 'xds', 'googleapis', 'protoc-gen-validate'].map(d =>
+    path.join(pkg, 'deps', d),
+  );
+  // protobufjs ships google/protobuf/*.proto (descriptor.proto among them) itself.
+  dirs.push(path.dirname(require.resolve('protobufjs/package.json')));
+  const r = new protobuf.Root();
+  r.resolvePath = (_origin, target) => {
+    if (path.isAbsolute(target)) return target;
+    for (const d of dirs) {
+      const p = path.join(d, target);
+      if (fs.existsSync(p)) return p;
+    }
+    return target;
+  };
+  r.loadSync(TEST_PROTO_FILES, { keepCase: false });
+  r.resolveAll();
+  root = r;
+  return r;
+}
+
+/** Drops `undefined` members and empty lists: protobuf cannot tell either from an absent field. */
+function normalize(value: unknown): unknown {
+  return JSON.parse(
+    JSON.stringify(value, (_k, v: unknown) => (Array.isArray(v) && v.length === 0 ? undefined : v)),
+  ) as unknown;
+}
+
+/** The first path at which two JSON values differ, or undefined when equal. */
+export function firstDifference(a: unknown, b: unknown, at = ''): string | undefined {
+  if (a === b) return undefined;
+  if (typeof a !== typeof b || a === null || b === null || typeof a !== 'object') {
+    return `${at || '.'}: generated ${JSON.stringify(a)}, after round trip ${JSON.stringify(b)}`;
+  }
+  if (Array.isArray(a) !== Array.isArray(b)) return `${at}: array vs object`;
+  const ao = a as Record<string, unknown>;
+  const bo = b as Record<string, unknown>;
+  for (const k of new Set([...Object.keys(ao), ...Object.keys(bo)])) {
+    const d = firstDifference(ao[k], bo[k], `${at}.${k}`);
+    if (d) return d;
+  }
+  return undefined;
+}
+
+/**
+ * Encodes a generated message of type `fullName` and decodes it back; throws naming the first
+ * field that did not survive (a typo, a wrong type, an unknown `@type`).
+ * @returns the encoded bytes
+ */
+export function roundTrip(
+  fullName: string,
+  resource: Readonly<Record<string, unknown>>,
+): Uint8Array {
+  const type = envoyRoot().lookupType(fullName);
+  const bytes = type.encode(type.fromObject(resource)).finish();
+  const back = type.toObject(type.decode(bytes), {
+    json: true,
+    enums: String,
+    longs: Number,
+    defaults: false,
+  });
+  const diff = firstDifference(normalize(resource), normalize(back));
+  const name = typeof resource.name === 'string' ? ` ${resource.name}` : '';
+  if (diff) throw new Error(`${fullName}${name} does not round-trip: ${diff}`);
+  return bytes;
+}
+
+/** Round-trips every resource of a generated list as its xDS type; returns the encoded bytes. */
+export function expectEncodes(
+  type: XdsType,
+  resources: readonly GeneratedResource[],
+): Uint8Array[] {
+  const fullName = type.slice(TYPE_URL_PREFIX.length);
+  return resources.map(r => roundTrip(fullName, r.resource));
+}
+
+const GRPC_TYPES: Record<XdsType, () => XdsResourceType> = {
+  [LISTENER_TYPE]: () => ListenerResourceType.get(),
+  [ROUTE_TYPE]: () => RouteConfigurationResourceType.get(),
+  [CLUSTER_TYPE]: () => ClusterResourceType.get(),
+  [ENDPOINT_TYPE]: () => EndpointResourceType.get(),
+};
+
+/** The decode context gRPC's client would use: a bootstrap with certificate provider `default`. */
+const GRPC_CONTEXT = {
+  server: {
+    serverUri: 'localhost:15010',
+    channelCredentials: { type: 'insecure' },
+    serverFeatures: [],
+  },
+  bootstrap: {
+    certificateProviders: { default: { pluginName: 'file_watcher', config: {} } },
+  },
+} as unknown as XdsDecodeContext;
+
+/**
+ * Decodes resources with gRPC's own xDS client code (the validation it applies before using a
+ * resource, gRFC A27 and on); throws with gRPC's error when it would NACK.
+ * @returns what gRPC decoded, for assertions on how it reads the resource
+ */
+export function expectGrpcAccepts(
+  type: XdsType,
+  resources: readonly GeneratedResource[],
+): Record<string, unknown>[] {
+  registerGrpcXds(); // registers the HTTP filters gRPC validates against
+  const bytes = expectEncodes(type, resources);
+  return bytes.map((value, i) => {
+    const result = GRPC_TYPES[type]().decode(GRPC_CONTEXT, {
+      type_url: type,
+      value: Buffer.from(value),
+    });
+    if (result.error) throw new Error(`gRPC rejects ${resources[i]!.name}: ${result.error}`);
+    return result.value as Record<string, unknown>;
+  });
+}
