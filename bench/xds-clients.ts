@@ -117,8 +117,14 @@ class SimClient {
     const names = new Set<string>();
     if (r.typeUrl === CDS || r.typeUrl === LDS)
       for (const any of r.resources) for (const n of refsOf(any)) names.add(n);
-    const ack = { typeUrl: r.typeUrl, versionInfo: r.versionInfo, responseNonce: r.nonce };
-    this.send(ack);
+    // A SotW ACK repeats the subscription (empty = wildcard for CDS and LDS).
+    const subscribed = r.typeUrl === EDS ? this.eds : r.typeUrl === RDS ? this.rds : undefined;
+    this.send({
+      typeUrl: r.typeUrl,
+      versionInfo: r.versionInfo,
+      responseNonce: r.nonce,
+      ...(subscribed ? { resourceNames: [...subscribed] } : {}),
+    });
     if (this.markAt && this.convergedMs < 0) {
       this.convergedMs = performance.now() - this.markAt;
       this.onConverged?.();
@@ -191,6 +197,12 @@ process.on('message', (msg: { cmd: string; n?: number; address?: string }) => {
       };
     }
     process.send?.({ event: 'marked' });
+    if (process.env.BENCH_DEBUG)
+      setTimeout(() => {
+        const n = clients.filter(c => c.convergedMs >= 0).length;
+        if (n < clients.length)
+          console.error(`[clients] ${n}/${clients.length} converged after 5 s`);
+      }, 5000).unref();
   } else if (msg.cmd === 'close') {
     for (const c of clients) c.close();
     for (const ch of channels) ch.close();

@@ -96,7 +96,11 @@ async function apply(admin: AdminClient, docs: unknown[]): Promise<void> {
 }
 
 async function startPilot(dataDir: string): Promise<{ proc: ChildProcess; xds: string }> {
+  const profile = process.env.BENCH_PILOT_PROFILE_DIR
+    ? ['--cpu-prof', '--cpu-prof-dir', process.env.BENCH_PILOT_PROFILE_DIR]
+    : [];
   const [cmd, args] = pin(0, process.execPath, [
+    ...profile,
     SAIL,
     'control-plane',
     '--data-dir',
@@ -109,12 +113,18 @@ async function startPilot(dataDir: string): Promise<{ proc: ChildProcess; xds: s
     '127.0.0.1:0',
     '--admin-listen',
     '',
+    '--log-level',
+    process.env.BENCH_DEBUG ? 'debug' : 'info',
   ]);
   const proc = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'inherit'] });
   let buf = '';
   const xds = await new Promise<string>((resolve, reject) => {
     proc.stdout!.on('data', (c: Buffer) => {
       buf += c.toString();
+      if (process.env.BENCH_DEBUG)
+        for (const l of c.toString().split('\n'))
+          if (/"level":"(debug|warn|error)"/.test(l) && !/xDS client connected/.test(l))
+            process.stderr.write(`[pilot] ${l.slice(0, 400)}\n`);
       const m = /"address":"([^"]+)","msg":"Pilot xDS plaintext listener/.exec(buf);
       if (m) resolve(m[1]!);
     });
@@ -149,6 +159,10 @@ function waitFor<T>(child: ChildProcess, event: string, timeoutMs = 300_000): Pr
 const q = (sorted: number[], p: number) =>
   sorted[Math.min(sorted.length - 1, Math.floor(p * sorted.length))] ?? NaN;
 
+const debug = (m: string) => {
+  if (process.env.BENCH_DEBUG) console.error(`[bench] ${m}`);
+};
+
 async function main(): Promise<void> {
   if (haveTaskset) spawnSync('taskset', ['-pc', '1', String(process.pid)], { stdio: 'ignore' });
   console.log(
@@ -157,10 +171,13 @@ async function main(): Promise<void> {
   const rows: Record<string, string | number>[] = [];
   for (const n of CLIENTS) {
     const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'sail-bench-xds-'));
+    debug('starting control plane');
     const { proc, xds } = await startPilot(dataDir);
+    debug(`pilot xDS at ${xds}`);
     const pid = proc.pid!;
     const admin = new AdminClient({ server: `unix://${dataDir}/admin.sock`, adminDir: '' });
     await apply(admin, mesh(0));
+    debug('applied the mesh');
     await new Promise(r => setTimeout(r, 1500));
     const base = procStatus(pid);
     const child = fork(path.join(__dirname, 'xds-clients.js'), [], {
@@ -169,23 +186,28 @@ async function main(): Promise<void> {
     if (haveTaskset) spawnSync('taskset', ['-pc', '1', String(child.pid)], { stdio: 'ignore' });
     try {
       await waitFor(child, 'ready');
+      debug('clients ready');
       child.send({ cmd: 'connect', n, address: xds });
       const synced = await waitFor<{ ms: number }>(child, 'synced');
+      debug(`synced in ${synced.ms} ms`);
       await new Promise(r => setTimeout(r, 2000));
       const loaded = procStatus(pid);
       const perClientKb = ((loaded.rssMb - base.rssMb) * 1024) / n;
       const lat: number[][] = [];
       const cpu: number[] = [];
+      const clientCpu: number[] = [];
       for (let round = 1; round <= ROUNDS; round++) {
         child.send({ cmd: 'mark' });
         await waitFor(child, 'marked');
         const c0 = procStatus(pid).cpuTicks;
+        const l0 = procStatus(child.pid!).cpuTicks;
         const t0 = performance.now();
         const converged = waitFor<{ latencies: number[] }>(child, 'converged');
         await apply(admin, mesh(round));
         const { latencies } = await converged;
         const seconds = (performance.now() - t0) / 1000;
         cpu.push((procStatus(pid).cpuTicks - c0) / TICKS / seconds);
+        clientCpu.push((procStatus(child.pid!).cpuTicks - l0) / TICKS / seconds);
         lat.push(latencies.sort((a, b) => a - b));
         await new Promise(r => setTimeout(r, 1000));
       }
@@ -201,6 +223,7 @@ async function main(): Promise<void> {
         'converge max ms': Math.round(med(max)),
         'p99 runs ms': p99.map(Math.round).join('/'),
         'pilot CPU during push (cores)': med(cpu).toFixed(2),
+        'load CPU (cores)': med(clientCpu).toFixed(2),
         'pilot RSS MB': loaded.rssMb.toFixed(0),
         'RSS per client KB': perClientKb.toFixed(1),
       });

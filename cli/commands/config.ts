@@ -51,6 +51,13 @@ function kindArg(value: string): Kind {
   return kind;
 }
 
+/**
+ * `-f` values as a list. The option is not a yargs array: yargs-parser does not let an array
+ * option take `-` (stdin) as its value (`-f -` failed with "Unknown argument: -"); a repeated
+ * plain option still collects every value (`-f a.yaml -f -`).
+ */
+const filenames = (v: string | string[]): string[] => [v].flat();
+
 // ---------------------------------------------------------------------------------------------
 
 interface ApplyArgs extends AdminArgs {
@@ -67,7 +74,7 @@ const applyCommand: CommandModule<object, ApplyArgs> = {
       .option('filename', {
         alias: 'f',
         type: 'string',
-        array: true,
+        coerce: filenames,
         demandOption: true,
         describe: 'File, directory (*.yaml, *.yml, *.json) or - for stdin; repeatable',
       })
@@ -81,8 +88,9 @@ const applyCommand: CommandModule<object, ApplyArgs> = {
   handler: async args => {
     const docs = await loadSources(args.filename);
     if (docs.length === 0) throw new InvalidInputError('no documents found in the given files');
-    // Offline checks first: errors carry line numbers here.
-    validateDocuments(docs);
+    // Offline checks first: errors carry line numbers here. Pilot adds the cross-document
+    // checks against what it stores.
+    validateDocuments(docs, { crossDocument: false });
     const res = await client(args).request<{ items: ItemResult[] }>('POST', '/v1/config/apply', {
       documents: docs.map(d => ({
         source: d.source,
@@ -110,7 +118,7 @@ const validateCommand: CommandModule<object, ValidateArgs> = {
       .option('filename', {
         alias: 'f',
         type: 'string',
-        array: true,
+        coerce: filenames,
         demandOption: true,
         describe: 'File, directory or - for stdin; repeatable',
       })
@@ -277,7 +285,7 @@ const deleteCommand: CommandModule<object, DeleteArgs> = {
       .option('filename', {
         alias: 'f',
         type: 'string',
-        array: true,
+        coerce: filenames,
         describe: 'Delete the objects these files define; repeatable',
       })
       .option('namespace', {
@@ -301,7 +309,11 @@ const deleteCommand: CommandModule<object, DeleteArgs> = {
     if (args.filename?.length) {
       if (args.kind !== undefined)
         throw new InvalidInputError('give either -f FILE or KIND NAME..., not both');
-      const objects = validateDocuments(await loadSources(args.filename));
+      // Only the names matter: deleting one file of a set (a VirtualService without the
+      // DestinationRule its subsets come from) must not fail the cross-document checks.
+      const objects = validateDocuments(await loadSources(args.filename), {
+        crossDocument: false,
+      });
       keys = objects.map(o => ({
         kind: o.kind,
         namespace: o.metadata.namespace,

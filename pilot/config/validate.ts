@@ -25,6 +25,11 @@ export interface ValidateOptions {
   readonly existing?: readonly ConfigObject[];
   /** DNS suffix for short hosts: `reviews` in `default` is `reviews.default.svc.SUFFIX`. Default `cluster.local`. */
   readonly domainSuffix?: string;
+  /**
+   * Run the cross-document rules (default true). `sail apply` turns them off for its local
+   * check: the documents may refer to stored objects only pilot knows, and pilot runs them.
+   */
+  readonly crossDocument?: boolean;
 }
 
 /** Where an object came from, for messages about it. */
@@ -309,9 +314,10 @@ export function validateDocuments(
   const applied = new Set(objects);
   const replaced = new Set(objects.map(o => keyString(objectKey(o))));
   const existing = (options.existing ?? []).filter(o => !replaced.has(keyString(objectKey(o))));
-  const findings = allTyped
-    ? findSetProblems([...existing, ...objects], options.domainSuffix, origins)
-    : [];
+  const findings =
+    allTyped && options.crossDocument !== false
+      ? findSetProblems([...existing, ...objects], options.domainSuffix, origins)
+      : [];
   // A field already reported by its document's own checks is not reported again.
   const reported = new Set(problems.map(p => `${p.source}#${String(p.index)}|${p.path ?? ''}`));
   for (const f of findings) {

@@ -63,10 +63,14 @@ interface Watch {
   versionAcked?: string;
   nonceAcked?: string;
   nack?: NackInfo;
-  /** Name → version of what the client was last sent (and has, unless it NACKed). */
+  /** Delta: name → what the client was last sent (and has, unless it NACKed). */
   sent: Map<string, EncodedResource>;
+  /** SotW: the resources of the last response (shared between streams; never mutated). */
+  sentList?: readonly EncodedResource[];
   /** Fingerprint of the last SotW response, to skip identical resends. */
   fingerprint?: string;
+  /** The shared result the last SotW response came from. */
+  generated?: Generated;
   /** Delta: subscribed names already reported as missing. */
   reportedMissing: Set<string>;
   /** When the last response was sent (ms since epoch), for convergence metrics. */
@@ -227,7 +231,8 @@ export class XdsServer {
         responseStream: true,
         requestSerialize: (m: object) => Buffer.from(request.encode(m).finish()),
         requestDeserialize: (b: Buffer) => request.toObject(request.decode(b), conv),
-        responseSerialize: (m: object) => Buffer.from(response.encode(m).finish()),
+        responseSerialize: (m: object) =>
+          Buffer.isBuffer(m) ? m : Buffer.from(response.encode(m).finish()),
         responseDeserialize: (b: Buffer) => response.toObject(response.decode(b), conv),
       },
       DeltaAggregatedResources: {
@@ -311,7 +316,7 @@ export class XdsServer {
           ...(w.versionAcked !== undefined ? { versionAcked: w.versionAcked } : {}),
           ...(w.nonceSent !== undefined ? { nonceSent: w.nonceSent } : {}),
           ...(w.nack ? { nack: w.nack } : {}),
-          resources: [...w.sent.values()].map(r => r.resource),
+          resources: (con.delta ? [...w.sent.values()] : (w.sentList ?? [])).map(r => r.resource),
         };
       }
       out.push({
@@ -455,10 +460,11 @@ export class XdsServer {
     // Listeners and clusters with no names are a wildcard subscription (SotW legacy wildcard).
     const wildcard =
       (names.length === 0 && type !== ENDPOINT_TYPE && type !== PUSH_ORDER[3]) || newNames.has('*');
-    const changed =
-      !existing || wildcard !== w.wildcard || !sameSet(newNames, w.names) || nonce === '';
-    w.names = newNames;
-    w.names.delete('*');
+    newNames.delete('*');
+    const namesChanged = !sameSet(newNames, w.names);
+    const changed = !existing || wildcard !== w.wildcard || namesChanged || nonce === '';
+    // Keep the same set while unchanged: namesKey() caches by set identity.
+    if (namesChanged) w.names = newNames;
     w.wildcard = wildcard;
     if (!changed) return;
     if (!this.context) return; // answered at the first push
@@ -493,12 +499,14 @@ export class XdsServer {
       }
       changed = true;
     }
+    // A new set on every change: namesKey() caches by set identity.
+    const names = new Set(w.names);
     for (const n of subscribe) {
       if (n === '*') {
         if (!w.wildcard) changed = true;
         w.wildcard = true;
-      } else if (!w.names.has(n)) {
-        w.names.add(n);
+      } else if (!names.has(n)) {
+        names.add(n);
         changed = true;
       }
     }
@@ -506,12 +514,13 @@ export class XdsServer {
       if (n === '*') {
         if (w.wildcard) changed = true;
         w.wildcard = false;
-      } else if (w.names.delete(n)) {
+      } else if (names.delete(n)) {
         w.sent.delete(n);
         w.reportedMissing.delete(n);
         changed = true;
       }
     }
+    w.names = names;
     if (!changed || !this.context) return;
     this.respondDelta(con, proxy, w, this.context);
   }
@@ -576,11 +585,48 @@ export class XdsServer {
     );
   }
 
-  private generate(proxy: ProxyNode, w: Watch, context: PushContext): EncodedResource[] {
+  /**
+   * The encoded resources of a watch, shared (with their fingerprint and serialized SotW body)
+   * by every stream whose generator cache key and names are the same in this push.
+   */
+  private generate(proxy: ProxyNode, w: Watch, context: PushContext): Generated {
+    if (!w.wildcard && w.names.size === 0) return EMPTY_GENERATED;
+    const key = this.opts.generator.cacheKey?.(w.type, proxy, context);
+    const memoKey =
+      key === undefined
+        ? undefined
+        : `ads|${w.type}|${key}|${w.wildcard ? '*' : namesKey(w.names)}`;
+    if (memoKey !== undefined) {
+      const hit = context.cache.get(memoKey) as Generated | undefined;
+      if (hit) return hit;
+    }
     const names = w.wildcard ? [] : [...w.names];
-    if (!w.wildcard && names.length === 0) return [];
     const generated = this.opts.generator.generate(w.type, proxy, context, names);
-    return generated.map(g => this.encoder.encode(w.type, g));
+    const resources = generated.map(g => this.encoder.encode(w.type, g));
+    const result: Generated = {
+      resources,
+      fingerprint: resources.map(r => `${r.name}@${r.version}`).join(','),
+    };
+    if (memoKey !== undefined) context.cache.set(memoKey, result);
+    return result;
+  }
+
+  /** A SotW response without its nonce, serialized once per shared result and version. */
+  private sotwBody(g: Generated, type: XdsType, version: string): Buffer {
+    if (g.body?.version === version) return g.body.bytes;
+    const bytes = Buffer.from(
+      this.types.response
+        .encode({
+          versionInfo: version,
+          // google.protobuf.Any keeps its proto field names in protobufjs (type_url).
+          resources: g.resources.map(r => ({ type_url: r.typeUrl, value: r.value })),
+          typeUrl: type,
+          controlPlane: { identifier: CONTROL_PLANE_ID },
+        })
+        .finish(),
+    );
+    if (g !== EMPTY_GENERATED) g.body = { version, bytes };
+    return bytes;
   }
 
   private respondSotw(
@@ -590,36 +636,30 @@ export class XdsServer {
     context: PushContext,
     force: boolean,
   ): void {
-    let resources: EncodedResource[];
+    let g: Generated;
     try {
-      resources = this.generate(proxy, w, context);
+      g = this.generate(proxy, w, context);
     } catch (err) {
       this.pushError(con, w, err);
       return;
     }
-    const fingerprint = resources.map(r => `${r.name}@${r.version}`).join(',');
-    if (!force && fingerprint === w.fingerprint) return;
-    w.fingerprint = fingerprint;
-    w.sent = new Map(resources.map(r => [r.name, r]));
+    if (!force && (g === w.generated || g.fingerprint === w.fingerprint)) return;
+    w.generated = g;
+    w.fingerprint = g.fingerprint;
+    w.sentList = g.resources;
     const nonce = `${++con.nonce}`;
     w.nonceSent = nonce;
     w.versionSent = context.version;
     w.sentAt = Date.now();
     this.metrics.pushes.inc({ type: metricType(w.type) });
-    con.write({
-      versionInfo: context.version,
-      // google.protobuf.Any keeps its proto field names in protobufjs (type_url).
-      resources: resources.map(r => ({ type_url: r.typeUrl, value: r.value })),
-      typeUrl: w.type,
-      nonce,
-      controlPlane: { identifier: CONTROL_PLANE_ID },
-    });
+    // Protobuf fields may come in any order: the shared body, then this stream's nonce (field 5).
+    con.write(Buffer.concat([this.sotwBody(g, w.type, context.version), nonceField(nonce)]));
   }
 
   private respondDelta(con: Connection, proxy: ProxyNode, w: Watch, context: PushContext): void {
-    let resources: EncodedResource[];
+    let resources: readonly EncodedResource[];
     try {
-      resources = this.generate(proxy, w, context);
+      resources = this.generate(proxy, w, context).resources;
     } catch (err) {
       this.pushError(con, w, err);
       return;
@@ -681,6 +721,47 @@ interface DeltaRequest {
   initialResourceVersions?: Record<string, string>;
   responseNonce?: string;
   errorDetail?: { code?: number; message?: string } | null;
+}
+
+/** One watch's generated resources, shared between streams within a push. */
+interface Generated {
+  readonly resources: readonly EncodedResource[];
+  readonly fingerprint: string;
+  body?: { version: string; bytes: Buffer };
+}
+
+const EMPTY_GENERATED: Generated = { resources: [], fingerprint: '' };
+
+const namesKeys = new WeakMap<ReadonlySet<string>, string>();
+/** Interned name lists: equal subscriptions get the same short id, so memo keys stay short. */
+const namesIds = new Map<string, string>();
+let nextNamesId = 0;
+
+/**
+ * A short canonical key for a set of subscribed names, cached by set identity (a watch's set is
+ * replaced, never mutated, when its subscription changes).
+ */
+function namesKey(names: ReadonlySet<string>): string {
+  let k = namesKeys.get(names);
+  if (k === undefined) {
+    const canonical = [...names].sort().join('\n');
+    k = namesIds.get(canonical);
+    if (k === undefined) {
+      k = `n${nextNamesId++}`;
+      // Bounded: a pathological client cannot grow it without limit; old ids just stop sharing.
+      if (namesIds.size >= 100_000) namesIds.clear();
+      namesIds.set(canonical, k);
+    }
+    namesKeys.set(names, k);
+  }
+  return k;
+}
+
+/** The encoded `nonce` field (5, length-delimited) of a DiscoveryResponse. */
+function nonceField(nonce: string): Buffer {
+  const bytes = Buffer.from(nonce, 'utf8');
+  // Nonces are short decimal counters: the length fits one varint byte.
+  return Buffer.concat([Buffer.from([(5 << 3) | 2, bytes.length]), bytes]);
 }
 
 function sameSet(a: ReadonlySet<string>, b: ReadonlySet<string>): boolean {

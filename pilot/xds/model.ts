@@ -127,6 +127,12 @@ export interface Generator {
     push: PushContext,
     names: readonly string[],
   ): GeneratedResource[];
+  /**
+   * Proxies with the same key get the same resources of `type` for the same names in one push,
+   * so the server generates, encodes and serializes them once. Undefined: per proxy (e.g. a
+   * sidecar's clusters and listeners, which include its own inbound ports).
+   */
+  cacheKey?(type: XdsType, proxy: ProxyNode, push: PushContext): string | undefined;
 }
 
 /** Spec helper for generators. */

@@ -55,6 +55,32 @@ export class XdsGenerator implements Generator {
       : this.sidecar(type, scope, names, proxy.type === 'router');
   }
 
+  cacheKey(type: XdsType, proxy: ProxyNode, push: PushContext): string | undefined {
+    const outbound = `${proxy.type}|${new ProxyScope(proxy, push).key}`;
+    if (proxy.type === 'proxyless' || (type !== CLUSTER_TYPE && type !== LISTENER_TYPE))
+      return outbound;
+    // Sidecar clusters and listeners also hold the proxy's inbound side: what inboundPorts()
+    // reads (its instances, its labels for PeerAuthentication selectors). Hosts with no
+    // registered workload, or with the same ports and labels, still share.
+    const instances = push.registry.proxyInstances(proxy.identity);
+    const inbound =
+      instances.length === 0
+        ? ''
+        : JSON.stringify(
+            instances.map(i => [
+              i.hostname,
+              i.servicePort,
+              i.endpoint.port,
+              i.labels,
+              i.serviceAccount,
+            ]),
+          );
+    const labels = JSON.stringify(
+      Object.entries(proxy.labels).sort(([a], [b]) => (a < b ? -1 : 1)),
+    );
+    return `${outbound}|${labels}|${inbound}`;
+  }
+
   private sidecar(
     type: XdsType,
     scope: ProxyScope,
