@@ -29,6 +29,12 @@ export const LogField = {
   wanted: 'wanted',
   mtls: 'mtls',
   role: 'role',
+  namespace: 'namespace',
+  nodeId: 'nodeId',
+  connection: 'connection',
+  object: 'object',
+  outcome: 'outcome',
+  revision: 'revision',
 } as const;
 
 /** Fixed redaction list (never from config: pino's warning about user-defined redaction). */
