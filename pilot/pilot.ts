@@ -6,7 +6,12 @@
  * Listeners: `listen` (default :15010) is gRPC over mTLS and carries ADS and host registration;
  * `plaintextListen` (off by default) carries ADS only, for gRPC's proxyless clients, which cannot
  * present a certificate to their xDS server.
+ *
+ * With the file store, registered workloads survive a clean restart: pilot writes them to
+ * DATA_DIR/registry/workloads.json when it stops and takes them back, for a grace period, when it
+ * starts (registry/workload-snapshot.ts).
  */
+import * as path from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import { loadPilotProto } from '../api';
 import type { AdminTlsMaterial } from '../common/admin-server';
@@ -31,6 +36,11 @@ import { ConfigNotFoundError, pilotNotReady } from './errors';
 import { MeshRegistry } from './registry/registry';
 import { createRegistrationHandlers } from './registry/registration-service';
 import type { RegistryChange } from './registry/types';
+import {
+  saveWorkloadSnapshot,
+  takeWorkloadSnapshot,
+  WORKLOAD_SNAPSHOT_PATH,
+} from './registry/workload-snapshot';
 import { type ConfigEvent, type ConfigStore, createStore, type StoreOptions } from './store';
 import { mergeRequests, XdsServer } from './xds/ads';
 import { createGenerator } from './xds/generate';
@@ -145,8 +155,15 @@ export class Pilot implements Lifecycle {
   private isReady = false;
   private boundListen: string | undefined;
   private boundPlaintext: string | undefined;
+  /** Where registered workloads wait across a restart (file store: in its data dir). */
+  private readonly snapshotFile: string | undefined;
+  private snapshotTaken = false;
 
   constructor(private readonly opts: PilotOptions) {
+    this.snapshotFile =
+      opts.store.type === 'file'
+        ? path.join(opts.store.dataDir, WORKLOAD_SNAPSHOT_PATH)
+        : undefined;
     this.log = opts.logger.child({ component: 'pilot' });
     this.mesh = { ...DEFAULT_MESH_CONFIG, ...opts.mesh };
     this.store = createStore(opts.store, opts.logger);
@@ -203,6 +220,7 @@ export class Pilot implements Lifecycle {
     this.started = true;
     try {
       await this.store.start();
+      await this.restoreWorkloads();
       this.registry.applyConfig(this.store.list());
       this.unwatch = this.store.watch(events => this.onConfigEvents(events));
       this.unregistry = this.registry.onChange(change => this.onRegistryChange(change));
@@ -275,8 +293,47 @@ export class Pilot implements Lifecycle {
       ),
     );
     this.servers = [];
+    await this.saveWorkloads();
     await this.registry.workloads.close();
     if (this.started) await this.store.close();
+  }
+
+  /**
+   * Takes back the workloads registered when pilot last stopped, so that proxies reconnecting to
+   * a restarted pilot keep their endpoints while the hosts register again (they stay for the grace
+   * period). Before the registry derives services: restoring emits no events.
+   */
+  private async restoreWorkloads(): Promise<void> {
+    if (!this.snapshotFile) return;
+    this.snapshotTaken = true;
+    try {
+      this.registry.workloads.restore(await takeWorkloadSnapshot(this.snapshotFile));
+    } catch (err) {
+      this.log.warn(
+        { err, file: this.snapshotFile },
+        'Cannot restore the workloads registered before the restart; each comes back when its host registers again',
+      );
+    }
+  }
+
+  /** Writes the registered workloads for the next start (see restoreWorkloads). */
+  private async saveWorkloads(): Promise<void> {
+    if (!this.snapshotFile || !this.snapshotTaken) return;
+    this.snapshotTaken = false;
+    const workloads = this.registry.workloads.list();
+    if (workloads.length === 0) return;
+    try {
+      await saveWorkloadSnapshot(this.snapshotFile, workloads);
+      this.log.info(
+        { workloads: workloads.length, file: this.snapshotFile },
+        'Saved the registered workloads for the next start',
+      );
+    } catch (err) {
+      this.log.warn(
+        { err, file: this.snapshotFile },
+        'Cannot save the registered workloads for the next start',
+      );
+    }
   }
 
   private onConfigEvents(events: readonly ConfigEvent[]): void {

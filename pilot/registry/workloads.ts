@@ -313,13 +313,59 @@ export class WorkloadRegistry {
       'Workload disconnected; keeping it for the grace period',
     );
     this.emit({ type: 'disconnected', workload: e.workload, previous });
-    this.clock.sleep(this.disconnectGraceMs, grace.signal).then(
-      () => this.expire(session),
-      (err: unknown) => {
-        // Aborted: the node registered again, deregistered, or the registry closed.
-        if (!isAbortError(err)) this.log.error({ err, node: previous.node }, 'Grace timer failed');
-      },
-    );
+    this.expireAfterGrace(session, grace.signal);
+  }
+
+  /**
+   * Takes back the workloads a previous run of pilot held when it stopped, so that a pilot
+   * restart does not pull their endpoints from every proxy. Each is kept as if its stream had
+   * just dropped: disconnected, with its last reported health, for a full grace period from now
+   * (while pilot was down its host could not reconnect, and proxies kept its endpoints anyway).
+   * A host that registers again within it takes its workload over; one that does not expires.
+   * Nodes already registered are skipped, and nothing is restored with a grace period of 0.
+   *
+   * Emits no events: call it before services are derived from the workloads
+   * (MeshRegistry.applyConfig).
+   * @returns the number of workloads restored
+   * @throws InvalidInputError (PILOT_REGISTRATION_INVALID) for a workload that is not valid
+   *   (nothing is restored then)
+   * @throws ClosedError after close()
+   */
+  restore(workloads: readonly RegisteredWorkload[]): number {
+    if (this.closed) throw new ClosedError('workload registry');
+    for (const w of workloads) {
+      validateRegistration(w);
+      const spiffeId = formatSpiffeId({
+        trustDomain: this.trustDomain,
+        namespace: w.namespace,
+        serviceAccount: w.serviceAccount,
+      });
+      if (w.spiffeId !== spiffeId || w.name !== `${w.namespace}/${w.node}`)
+        throw registrationInvalid(
+          `restored workload of node ${w.node} is inconsistent: name ${JSON.stringify(w.name)} and spiffeId ${JSON.stringify(w.spiffeId)} should be ${w.namespace}/${w.node} and ${spiffeId}`,
+        );
+    }
+    if (this.disconnectGraceMs === 0) return 0;
+    let restored = 0;
+    for (const w of workloads) {
+      if (this.entries.has(w.node)) continue;
+      const session = new WorkloadSession(this, { node: w.node, spiffeId: w.spiffeId });
+      const grace = new AbortController();
+      const workload: RegisteredWorkload = {
+        ...w,
+        connected: false,
+        disconnectedAtMs: this.clock.now(),
+      };
+      this.entries.set(w.node, { workload, session, grace });
+      this.expireAfterGrace(session, grace.signal);
+      restored++;
+    }
+    if (restored > 0)
+      this.log.info(
+        { workloads: restored, graceMs: this.disconnectGraceMs },
+        'Restored the workloads registered before pilot restarted; keeping them for the grace period',
+      );
+    return restored;
   }
 
   /** @internal Whether `session` holds its node's registration. */
@@ -335,6 +381,18 @@ export class WorkloadRegistry {
   private current(session: WorkloadSession): Entry | undefined {
     const e = this.entries.get(session.peer.node);
     return e?.session === session ? e : undefined;
+  }
+
+  /** Removes the workload of `session` after the grace period, unless `signal` aborts first. */
+  private expireAfterGrace(session: WorkloadSession, signal: AbortSignal): void {
+    this.clock.sleep(this.disconnectGraceMs, signal).then(
+      () => this.expire(session),
+      (err: unknown) => {
+        // Aborted: the node registered again, deregistered, or the registry closed.
+        if (!isAbortError(err))
+          this.log.error({ err, node: session.peer.node }, 'Grace timer failed');
+      },
+    );
   }
 
   private expire(session: WorkloadSession): void {
