@@ -30,9 +30,10 @@ import {
   lookupKind,
   type ParsedDocument,
   validateDocuments,
+  validateSet,
 } from './config';
 import { DEFAULT_DEBOUNCE, type DebounceOptions, Debouncer } from './debounce';
-import { ConfigNotFoundError, pilotNotReady } from './errors';
+import { ConfigInvalidError, ConfigNotFoundError, formatProblem, pilotNotReady } from './errors';
 import { MeshRegistry } from './registry/registry';
 import { createRegistrationHandlers } from './registry/registration-service';
 import type { RegistryChange } from './registry/types';
@@ -369,6 +370,31 @@ export class Pilot implements Lifecycle {
     this.xds.push(context, request);
   }
 
+  /**
+   * Refuses a delete that would leave stored configuration dangling, e.g. a DestinationRule whose
+   * subsets a VirtualService still routes to: the same cross-document rules as apply, over what
+   * would remain. `force` skips the check.
+   */
+  private checkDeletion(keys: readonly ConfigKey[], force: boolean): void {
+    if (force || keys.length === 0) return;
+    const gone = new Set(keys.map(k => `${k.kind}/${k.namespace}/${k.name}`));
+    const all = this.store.list();
+    const remaining = all.filter(
+      o => !gone.has(`${o.kind}/${o.metadata.namespace}/${o.metadata.name}`),
+    );
+    const opts = { domainSuffix: this.mesh.domainSuffix };
+    const before = new Set(validateSet(all, opts).map(formatProblem));
+    const introduced = validateSet(remaining, opts).filter(p => !before.has(formatProblem(p)));
+    if (introduced.length > 0)
+      throw new ConfigInvalidError([
+        {
+          source: 'request',
+          message: `deleting ${keys.map(k => `${k.kind} ${k.namespace}/${k.name}`).join(', ')} would leave the stored configuration invalid (delete or change the objects below first, or pass --force):`,
+        },
+        ...introduced,
+      ]);
+  }
+
   // ---------------------------------------------------------------------------------------------
   // Admin API (DESIGN §3.1): apply, get, delete, proxy-config.
 
@@ -425,6 +451,7 @@ export class Pilot implements Lifecycle {
               `${KIND_INFO[missing.kind].singular} ${JSON.stringify(missing.name)} not found in namespace ${missing.namespace}`,
             );
           }
+          this.checkDeletion(present, body.force === true);
           const result =
             present.length > 0 ? await this.store.write({ delete: present }) : undefined;
           for (const o of result?.deleted ?? [])

@@ -273,6 +273,7 @@ interface DeleteArgs extends AdminArgs {
   filename?: string[];
   namespace: string;
   'ignore-not-found': boolean;
+  force: boolean;
 }
 
 const deleteCommand: CommandModule<object, DeleteArgs> = {
@@ -293,6 +294,12 @@ const deleteCommand: CommandModule<object, DeleteArgs> = {
         type: 'string',
         default: 'default',
         describe: 'Namespace',
+      })
+      .option('force', {
+        type: 'boolean',
+        default: false,
+        describe:
+          'Delete even when stored objects still refer to it (e.g. a VirtualService routing to its subsets)',
       })
       .option('ignore-not-found', {
         type: 'boolean',
@@ -329,6 +336,7 @@ const deleteCommand: CommandModule<object, DeleteArgs> = {
     const res = await client(args).request<{ items: ItemResult[] }>('POST', '/v1/config/delete', {
       keys,
       ignoreNotFound: args['ignore-not-found'],
+      force: args.force,
     });
     printOutcomes(res.items);
   },

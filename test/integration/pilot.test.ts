@@ -406,6 +406,12 @@ run('sail control-plane: configuration verbs and proxy-config', () => {
       'destinationrule.networking.istio.io/ratings created\n' +
         'virtualservice.networking.istio.io/ratings created\n',
     );
+    // The rule cannot go while the VirtualService routes to its subsets, unless forced.
+    const inUse = await cli(['delete', '-f', dr]);
+    expectExit(inUse, 2);
+    expect(inUse.stderr).toContain('would leave the stored configuration invalid');
+    expect(inUse.stderr).toContain('subset "v1" is not defined');
+    expectExit(await cli(['get', 'dr', 'ratings']), 0);
     const byFile = await cli(['delete', '-f', vs]);
     expectExit(byFile, 0);
     expect(byFile.stdout).toBe('virtualservice.networking.istio.io/ratings deleted\n');
