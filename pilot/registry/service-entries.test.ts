@@ -310,6 +310,34 @@ describe('deriveServiceEntry', () => {
     expect(instances.map(i => [i.workload, i.healthy])).toEqual([['default/vm-1', false]]);
   });
 
+  it('keeps registered hosts that share an address apart (each is its own node)', () => {
+    const d = deriveServiceEntry(
+      se('reviews', {
+        hosts: ['reviews.default.svc.cluster.local'],
+        location: 'MESH_INTERNAL',
+        resolution: 'STATIC',
+        ports: [{ number: 9080, name: 'http' }],
+        workloadSelector: { labels: { app: 'reviews' } },
+      }),
+      [
+        workloadFromRegistration(
+          registered({ node: 'vm-a', ports: [{ name: 'http', port: 9001 }] }),
+        ),
+        workloadFromRegistration(
+          registered({ node: 'vm-b', ports: [{ name: 'http', port: 9002 }] }),
+        ),
+        // Same address as the registered hosts: the same machine, dropped.
+        workloadFromEntry(we('dup', { address: '10.0.0.5', labels: { app: 'reviews' } }), TD),
+      ],
+      TD,
+    );
+    const instances = d.get('reviews.default.svc.cluster.local')?.instances ?? [];
+    expect(instances.map(i => [i.workload, `${i.endpoint.address}:${i.endpoint.port}`])).toEqual([
+      ['default/vm-a', '10.0.0.5:9001'],
+      ['default/vm-b', '10.0.0.5:9002'],
+    ]);
+  });
+
   it('ignores a workloadSelector on a MESH_EXTERNAL entry', () => {
     const d = deriveServiceEntry(
       se('ext', {

@@ -245,8 +245,9 @@ export function serviceAccountsOf(
  *   hosts themselves, as Istio does.
  * - A MESH_INTERNAL entry with a `workloadSelector` also gets an instance per service port for
  *   every workload in `workloads` (the caller passes those of the entry's namespace) whose labels
- *   match. Two selected workloads at the same address are one VM: a registered host wins (it
- *   carries live health) over a WorkloadEntry, else the first by name.
+ *   match. A WorkloadEntry at the address of a registered host (or of an earlier WorkloadEntry)
+ *   is the same VM and is dropped: the registered host carries live health. Registered hosts are
+ *   never merged: each is its own authenticated node, even when several share an address.
  * - Endpoint ports map by port name, else `targetPort`, else the service port.
  * - serviceAccounts: {@link serviceAccountsOf}.
  * - tlsMode: `istio` for selected workloads (they run our proxy); for inline endpoints `disabled`
@@ -277,10 +278,15 @@ export function deriveServiceEntry(
         (a, b) =>
           Number(a.node === undefined) - Number(b.node === undefined) || cmp(a.name, b.name),
       );
-    // One workload per address: a registered host and a WorkloadEntry for the same VM are one.
+    // A WorkloadEntry at an address already taken (by a registered host, or an earlier entry)
+    // is the same VM: it is dropped. Registered hosts are distinct nodes, authenticated each:
+    // several may share an address (hosts behind one NAT, workloads on one loopback).
     const seen = new Set<string>();
-    for (const w of picked)
-      if (!seen.has(w.address) && seen.add(w.address)) shared.push(endpointOf(w));
+    for (const w of picked) {
+      if (w.node === undefined && seen.has(w.address)) continue;
+      seen.add(w.address);
+      shared.push(endpointOf(w));
+    }
   }
   const inlineTls = location === 'MESH_EXTERNAL' ? 'disabled' : 'istio';
   if (resolution !== 'NONE') {
