@@ -1,6 +1,7 @@
 /** Flags every admin verb takes, and table output. */
 import type { Argv } from 'yargs';
-import { InvalidInputError } from '../../common/errors';
+import { parseDuration } from '../../common/duration';
+import { ConfigError, InvalidInputError } from '../../common/errors';
 import { parseServiceAccountRef } from '../../common/pki';
 import { DEFAULT_ADMIN_DIR, DEFAULT_SERVER } from '../admin-client';
 
@@ -43,5 +44,14 @@ export function validateServiceAccounts(sas: readonly string[]): void {
     } catch (err) {
       throw new InvalidInputError(`--sa: ${(err as Error).message}`);
     }
+  }
+}
+
+/** Parses a duration flag (`30s`, `10m`, `24h`); a bad value is a ConfigError naming the flag (exit 2). */
+export function durationFlag(name: string, value: string): number {
+  try {
+    return parseDuration(value);
+  } catch (err) {
+    throw new ConfigError(`--${name}: ${(err as Error).message}`);
   }
 }

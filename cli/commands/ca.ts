@@ -3,7 +3,6 @@ import * as path from 'node:path';
 import type { Argv, CommandModule } from 'yargs';
 import { CertificateAuthority, type CaOptions, DEFAULT_TRUST_DOMAIN } from '../../ca';
 import { AdminServer } from '../../common/admin-server';
-import { parseDuration } from '../../common/duration';
 import { ConfigError } from '../../common/errors';
 import { routeGrpcLogs } from '../../common/grpc';
 import type { Route } from '../../common/http';
@@ -13,6 +12,7 @@ import { KEY_ALGORITHMS, type KeyAlgorithm } from '../../common/pki';
 import { adminSpiffeId } from '../../ca';
 import { DEFAULT_DATA_DIR } from '../admin-client';
 import { runUntilSignal } from '../run';
+import { durationFlag } from './admin-options';
 import type { Pilot } from '../../pilot/pilot';
 import { type PilotArgs, pilotFromArgs, pilotOptions } from './pilot';
 
@@ -107,14 +107,6 @@ function caOptions<T>(y: Argv<T>) {
       default: process.env.SAIL_LOG_LEVEL ?? 'info',
       describe: 'Log level (env SAIL_LOG_LEVEL)',
     });
-}
-
-function durationFlag(name: string, value: string): number {
-  try {
-    return parseDuration(value);
-  } catch (err) {
-    throw new ConfigError(`--${name}: ${(err as Error).message}`);
-  }
 }
 
 function toCaOptions(args: CaArgs, listen: string, logger: CaOptions['logger']): CaOptions {

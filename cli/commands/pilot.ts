@@ -7,7 +7,6 @@ import * as path from 'node:path';
 import type { Argv, CommandModule } from 'yargs';
 import type { AdminTlsMaterial } from '../../common/admin-server';
 import { AdminServer } from '../../common/admin-server';
-import { parseDuration } from '../../common/duration';
 import { ConfigError } from '../../common/errors';
 import { routeGrpcLogs } from '../../common/grpc';
 import type { Route } from '../../common/http';
@@ -17,6 +16,7 @@ import { Pilot, type PilotOptions } from '../../pilot/pilot';
 import { parseEtcdEndpoints, type StoreOptions } from '../../pilot/store';
 import { DEFAULT_DATA_DIR } from '../admin-client';
 import { runUntilSignal } from '../run';
+import { durationFlag as duration } from './admin-options';
 
 export interface PilotArgs {
   'data-dir': string;
@@ -88,14 +88,6 @@ export function pilotOptions<T>(y: Argv<T>) {
       default: '30s',
       describe: 'How long a host whose agent disconnected keeps its endpoints',
     });
-}
-
-function duration(name: string, value: string): number {
-  try {
-    return parseDuration(value);
-  } catch (err) {
-    throw new ConfigError(`--${name}: ${(err as Error).message}`);
-  }
 }
 
 function storeOptions(args: PilotArgs): StoreOptions {

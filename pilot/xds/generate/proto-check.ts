@@ -6,9 +6,8 @@
  * this file.
  * @internal
  */
-import * as fs from 'node:fs';
-import * as path from 'node:path';
-import * as protobuf from 'protobufjs';
+import type * as protobuf from 'protobufjs';
+import { loadEnvoyRoot } from '../../../api/envoy';
 import { ClusterResourceType } from '@grpc/grpc-js-xds/build/src/xds-resource-type/cluster-resource-type';
 import { EndpointResourceType } from '@grpc/grpc-js-xds/build/src/xds-resource-type/endpoint-resource-type';
 import { ListenerResourceType } from '@grpc/grpc-js-xds/build/src/xds-resource-type/listener-resource-type';
@@ -28,48 +27,12 @@ import {
   type XdsType,
 } from '../model';
 
-/** Every proto file whose messages generated resources contain. */
-export const TEST_PROTO_FILES = [
-  'envoy/config/listener/v3/listener.proto',
-  'envoy/config/route/v3/route.proto',
-  'envoy/config/cluster/v3/cluster.proto',
-  'envoy/config/endpoint/v3/endpoint.proto',
-  'envoy/extensions/filters/network/http_connection_manager/v3/http_connection_manager.proto',
-  'envoy/extensions/filters/network/tcp_proxy/v3/tcp_proxy.proto',
-  'envoy/extensions/filters/http/router/v3/router.proto',
-  'envoy/extensions/filters/http/fault/v3/fault.proto',
-  'envoy/extensions/filters/http/cors/v3/cors.proto',
-  'envoy/extensions/filters/listener/tls_inspector/v3/tls_inspector.proto',
-  'envoy/extensions/filters/listener/original_dst/v3/original_dst.proto',
-  'envoy/extensions/transport_sockets/tls/v3/tls.proto',
-  'envoy/extensions/transport_sockets/raw_buffer/v3/raw_buffer.proto',
-  'envoy/extensions/upstreams/http/v3/http_protocol_options.proto',
-];
-
-let root: protobuf.Root | undefined;
-
-/** The Envoy protos, loaded once per test file (~200 ms). */
+/**
+ * The Envoy protos, exactly as pilot loads them in production (api/envoy.ts): a resource type the
+ * production root lacks would encode as an empty Any, so the tests must use the same root.
+ */
 export function envoyRoot(): protobuf.Root {
-  if (root) return root;
-  const pkg = path.dirname(require.resolve('@grpc/grpc-js-xds/package.json'));
-  const dirs = ['envoy-api', 'xds', 'googleapis', 'protoc-gen-validate'].map(d =>
-    path.join(pkg, 'deps', d),
-  );
-  // protobufjs ships google/protobuf/*.proto (descriptor.proto among them) itself.
-  dirs.push(path.dirname(require.resolve('protobufjs/package.json')));
-  const r = new protobuf.Root();
-  r.resolvePath = (_origin, target) => {
-    if (path.isAbsolute(target)) return target;
-    for (const d of dirs) {
-      const p = path.join(d, target);
-      if (fs.existsSync(p)) return p;
-    }
-    return target;
-  };
-  r.loadSync(TEST_PROTO_FILES, { keepCase: false });
-  r.resolveAll();
-  root = r;
-  return r;
+  return loadEnvoyRoot();
 }
 
 /** Drops `undefined` members and empty lists: protobuf cannot tell either from an absent field. */
