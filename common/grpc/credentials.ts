@@ -5,6 +5,7 @@
  * instead of its host name (VMs are reached by IP, and IPs change).
  */
 import * as crypto from 'node:crypto';
+import * as tls from 'node:tls';
 import * as grpc from '@grpc/grpc-js';
 import { experimental } from '@grpc/grpc-js';
 import { parseCertificatesPem } from '../pki/pem';
@@ -111,13 +112,73 @@ export function clientCredentials(
   );
 }
 
-/** The verified peer certificate of a call, as DER, or undefined when the client sent none. */
-export function peerCertificate(call: {
+/** A call's TLS-verified client certificate, read once per connection. */
+export interface PeerCertificate {
+  /** The leaf certificate, DER. */
+  readonly der: Buffer;
+  /** Lowercase hex SHA-256 of `der`. */
+  readonly fingerprint: string;
+}
+
+/** What peerCertificate needs of a server call (grpc-js's ServerUnaryCall and friends). */
+export interface AuthContextCall {
   getAuthContext(): { sslPeerCertificate?: { raw?: Buffer } };
-}): Buffer | undefined {
-  const ctx = call.getAuthContext();
-  const raw = ctx.sslPeerCertificate?.raw;
-  return raw && raw.length > 0 ? raw : undefined;
+}
+
+/**
+ * The peer certificate of each TLS connection, or null for one without a verified certificate.
+ * A connection's peer certificate is fixed at its handshake (TLS 1.3 has no renegotiation and
+ * Node refuses client-initiated TLS 1.2 renegotiation), so it is read once per connection rather
+ * than once per call: grpc-js's getAuthContext() converts the whole certificate to a JS object
+ * on every call, which profiled at 5 % of the CA's CPU (BENCHMARKS.md).
+ */
+const peerBySocket = new WeakMap<object, PeerCertificate | null>();
+
+/**
+ * The TLS socket under a grpc-js server call, through grpc-js's internal fields (1.14: the
+ * handler's call object holds an interceptor chain whose innermost call holds the HTTP/2 stream).
+ * Undefined when the shape differs (another grpc-js version): callers then fall back to the
+ * public getAuthContext(). `credentials.test.ts` checks that the shape is found.
+ */
+export function tlsSocketOf(call: unknown): tls.TLSSocket | undefined {
+  let c = (call as { call?: unknown }).call;
+  for (let depth = 0; depth < 8 && c !== null && typeof c === 'object'; depth++) {
+    const stream = (c as { stream?: { session?: { socket?: unknown } } }).stream;
+    if (stream !== undefined) {
+      const socket = stream.session?.socket;
+      return socket instanceof tls.TLSSocket ? socket : undefined;
+    }
+    c = (c as { nextCall?: unknown }).nextCall;
+  }
+  return undefined;
+}
+
+function fromAuthContext(call: AuthContextCall): PeerCertificate | null {
+  const raw = call.getAuthContext().sslPeerCertificate?.raw;
+  if (!raw || raw.length === 0) return null;
+  return { der: raw, fingerprint: crypto.createHash('sha256').update(raw).digest('hex') };
+}
+
+/**
+ * The verified peer certificate of a call and its fingerprint, or undefined when the client sent
+ * none or one that failed verification (grpc-js's getAuthContext() rule: `socket.authorized`).
+ * Cached per TLS connection.
+ */
+export function peerCertificateOf(call: AuthContextCall): PeerCertificate | undefined {
+  const socket = tlsSocketOf(call);
+  if (!socket) return fromAuthContext(call) ?? undefined;
+  let peer = peerBySocket.get(socket);
+  if (peer === undefined) {
+    // HTTP/2 streams flow only after the handshake, so the answer is already final here.
+    peer = fromAuthContext(call);
+    peerBySocket.set(socket, peer);
+  }
+  return peer ?? undefined;
+}
+
+/** The verified peer certificate of a call, as DER, or undefined when the client sent none. */
+export function peerCertificate(call: AuthContextCall): Buffer | undefined {
+  return peerCertificateOf(call)?.der;
 }
 
 /** The SHA-256 fingerprints of every certificate in a PEM bundle. */

@@ -12,6 +12,12 @@ describe('tlv lengths', () => {
     { name: '255 bytes fits one length byte', length: 255, header: '0481ff' },
     { name: '256 bytes needs two length bytes', length: 256, header: '04820100' },
     { name: '65536 bytes needs three length bytes', length: 65536, header: '0483010000' },
+    { name: '65535 bytes fits two length bytes', length: 65535, header: '0482ffff' },
+    {
+      name: '16777216 bytes needs four length bytes',
+      length: 16777216,
+      header: '048401000000',
+    },
   ])('$name', ({ length, header }) => {
     const content = crypto.randomBytes(length);
     const encoded = der.octetString(content);
@@ -149,6 +155,20 @@ describe('times', () => {
     expect(der.readTime(node).toISOString()).toBe(
       new Date(Math.floor(Date.parse(date) / 1000) * 1000).toISOString(),
     );
+  });
+
+  it('encodes every UTCTime field the way the ISO form reads (1950..2049)', () => {
+    const start = Date.UTC(1950, 0, 1);
+    const end = Date.UTC(2050, 0, 1);
+    const dates = [start, end - 1000, Date.UTC(2000, 1, 29, 9, 5, 7)];
+    for (let i = 0; i < 500; i++) dates.push(start + Math.floor(Math.random() * (end - start)));
+    for (const ms of dates) {
+      const date = new Date(ms);
+      const iso = date.toISOString().slice(2, 19).replace(/[-:T]/g, '') + 'Z';
+      const node = der.decode(der.time(date));
+      expect(node.tag).toBe(Tag.utcTime);
+      expect(node.content.toString('ascii')).toBe(iso);
+    }
   });
 
   it('reads two-digit UTCTime years 50..99 as 19xx', () => {

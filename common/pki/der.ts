@@ -5,6 +5,7 @@
  * while the CA's target is 2,000 signatures/s on one core. Signing and verification themselves
  * always go through native `node:crypto`.
  */
+import { Buffer } from 'node:buffer';
 
 /** Thrown for any malformed DER input; the message says what and where. */
 export class DerError extends Error {
@@ -28,17 +29,36 @@ export const Tag = {
   set: 0x31,
 } as const;
 
-function encodeLength(length: number): Buffer {
-  if (length < 0x80) return Buffer.from([length]);
-  const bytes: number[] = [];
-  for (let n = length; n > 0; n = Math.floor(n / 256)) bytes.unshift(n & 0xff);
-  return Buffer.from([0x80 | bytes.length, ...bytes]);
+/** Bytes of the DER length field for `length` (X.690 §8.1.3: short form below 128). */
+function lengthSize(length: number): number {
+  if (length < 0x80) return 1;
+  let n = 1;
+  for (let l = length; l > 0xff; l = Math.floor(l / 256)) n++;
+  return 1 + n;
 }
 
-/** Encodes one TLV whose content is the concatenation of `content`. */
+/**
+ * Encodes one TLV whose content is the concatenation of `content`. One allocation per element:
+ * the CA builds a certificate of ~30 elements per request (BENCHMARKS.md).
+ */
 export function tlv(tag: number, ...content: Buffer[]): Buffer {
-  const body = content.length === 1 ? (content[0] as Buffer) : Buffer.concat(content);
-  return Buffer.concat([Buffer.from([tag]), encodeLength(body.length), body]);
+  let length = 0;
+  for (const c of content) length += c.length;
+  const lenBytes = lengthSize(length);
+  const out = Buffer.allocUnsafe(1 + lenBytes + length);
+  out[0] = tag;
+  if (lenBytes === 1) {
+    out[1] = length;
+  } else {
+    out[1] = 0x80 | (lenBytes - 1);
+    for (let i = lenBytes, n = length; i >= 2; i--, n = Math.floor(n / 256)) out[i] = n & 0xff;
+  }
+  let offset = 1 + lenBytes;
+  for (const c of content) {
+    out.set(c, offset);
+    offset += c.length;
+  }
+  return out;
 }
 
 export const sequence = (...content: Buffer[]): Buffer => tlv(Tag.sequence, ...content);
@@ -115,6 +135,28 @@ export function namedBits(bits: readonly number[]): Buffer {
 
 /** X.509 Time: UTCTime through 2049, GeneralizedTime from 2050 (RFC 5280 §4.1.2.5). */
 export function time(date: Date): Buffer {
+  const year = date.getUTCFullYear();
+  if (year >= 1950 && year < 2050) {
+    // The common case without the ISO string round trip: YYMMDDHHMMSSZ.
+    const out = Buffer.allocUnsafe(15);
+    out[0] = Tag.utcTime;
+    out[1] = 13;
+    const fields = [
+      year % 100,
+      date.getUTCMonth() + 1,
+      date.getUTCDate(),
+      date.getUTCHours(),
+      date.getUTCMinutes(),
+      date.getUTCSeconds(),
+    ];
+    for (let i = 0; i < 6; i++) {
+      const v = fields[i] as number;
+      out[2 + 2 * i] = 0x30 + Math.floor(v / 10);
+      out[3 + 2 * i] = 0x30 + (v % 10);
+    }
+    out[14] = 0x5a; // Z
+    return out;
+  }
   const iso = date.toISOString(); // 2026-11-21T05:38:00.000Z
   const digits = iso.slice(0, 19).replace(/[-:T]/g, '') + 'Z'; // 20261121053800Z
   if (date.getUTCFullYear() < 2050) return tlv(Tag.utcTime, Buffer.from(digits.slice(2), 'ascii'));

@@ -25,7 +25,12 @@ import {
   isSignedBy,
   keyIdentifier,
   parseCertificate,
+  importPublicKey,
+  importPublicKeyAsync,
+  type KeyPolicy,
+  type ParsedCsr,
   parseCsr,
+  parseCsrAsync,
   privateKeyToPem,
   randomSerial,
 } from './x509';
@@ -143,16 +148,49 @@ function signRawCsr(
   );
 }
 
-function expectCsrError(csr: Buffer, message: string | RegExp): void {
-  let thrown: unknown;
-  try {
-    parseCsr(csr);
-  } catch (err) {
-    thrown = err;
-  }
+/**
+ * parseCsrAsync (the CA's path) must agree with parseCsr on every request in this file: the
+ * helpers below check both, and the async half is awaited after each test.
+ */
+const asyncChecks: Promise<void>[] = [];
+afterEach(async () => {
+  await Promise.all(asyncChecks.splice(0));
+});
+
+function expectMessage(thrown: unknown, message: string | RegExp): void {
   expect(thrown).toBeInstanceOf(CsrError);
   if (typeof message === 'string') expect((thrown as Error).message).toBe(message);
   else expect((thrown as Error).message).toMatch(message);
+}
+
+function expectCsrError(csr: Buffer, message: string | RegExp, policy?: KeyPolicy): void {
+  let thrown: unknown;
+  try {
+    parseCsr(csr, policy);
+  } catch (err) {
+    thrown = err;
+  }
+  expectMessage(thrown, message);
+  asyncChecks.push(
+    parseCsrAsync(csr, policy).then(
+      () => {
+        throw new Error(`parseCsrAsync accepted a request parseCsr refused: ${String(message)}`);
+      },
+      (err: unknown) => expectMessage(err, message),
+    ),
+  );
+}
+
+/** parseCsr, with parseCsrAsync checked to give the same result. */
+function parseBoth(csr: Buffer): ParsedCsr {
+  const parsed = parseCsr(csr);
+  asyncChecks.push(
+    parseCsrAsync(csr).then(a => {
+      expect(a.publicKey.equals(parsed.publicKey)).toBe(true);
+      expect({ ...a, publicKey: undefined }).toEqual({ ...parsed, publicKey: undefined });
+    }),
+  );
+  return parsed;
 }
 
 const SIGNATURE_NAMES: Record<string, string> = {
@@ -207,6 +245,15 @@ describe('randomSerial', () => {
       seen.add(s.toString('hex'));
     }
     expect(seen.size).toBe(200);
+  });
+
+  it('stays unique and unchanged across refills of its random pool', () => {
+    const serials = Array.from({ length: 1000 }, () => randomSerial());
+    const copies = serials.map(s => Buffer.from(s).toString('hex'));
+    expect(new Set(copies).size).toBe(1000);
+    for (let i = 0; i < 1000; i++) randomSerial();
+    // Later serials do not overwrite earlier ones.
+    expect(serials.map(s => s.toString('hex'))).toEqual(copies);
   });
 });
 
@@ -369,7 +416,7 @@ describe.each(MATRIX)('certificates with %s keys', alg => {
       uris: [SPIFFE_ID],
       dnsNames: ['web'],
     });
-    const parsed = parseCsr(csr);
+    const parsed = parseBoth(csr);
     expect(parsed.uris).toEqual([SPIFFE_ID]);
     expect(parsed.dnsNames).toEqual(['web']);
     expect(parsed.subject).toEqual([[Oid.organization, 'x']]);
@@ -662,7 +709,7 @@ describeOpenssl('parseCsr on requests openssl made', () => {
       ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256'],
       ['-addext', 'subjectAltName=URI:spiffe://cluster.local/ns/a/sa/b'],
     );
-    const parsed = parseCsr(csr);
+    const parsed = parseBoth(csr);
     expect(parsed.uris).toEqual(['spiffe://cluster.local/ns/a/sa/b']);
     expect(parsed.dnsNames).toEqual([]);
     expect(parsed.subject).toEqual([[Oid.organization, 'x']]);
@@ -674,19 +721,19 @@ describeOpenssl('parseCsr on requests openssl made', () => {
       ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-384', '-sha384'],
       ['-addext', 'subjectAltName=DNS:web,URI:spiffe://cluster.local/ns/a/sa/b,IP:10.0.0.1'],
     );
-    const parsed = parseCsr(csr);
+    const parsed = parseBoth(csr);
     expect(parsed.uris).toEqual(['spiffe://cluster.local/ns/a/sa/b']);
     expect(parsed.dnsNames).toEqual(['web']);
   });
 
   it('reads an RSA-2048 request without extensions', async () => {
-    const parsed = parseCsr(await opensslCsr(['-newkey', 'rsa:2048']));
+    const parsed = parseBoth(await opensslCsr(['-newkey', 'rsa:2048']));
     expect(parsed.uris).toEqual([]);
     expect(parsed.publicKey.asymmetricKeyDetails?.modulusLength).toBe(2048);
   });
 
   it('reads an Ed25519 request', async () => {
-    const parsed = parseCsr(await opensslCsr(['-newkey', 'ed25519']));
+    const parsed = parseBoth(await opensslCsr(['-newkey', 'ed25519']));
     expect(parsed.publicKey.asymmetricKeyType).toBe('ed25519');
   });
 
@@ -776,6 +823,23 @@ describe('parseCsr on malformed and hostile input', () => {
     expectCsrError(signRawCsr(info, key), /^certificate request public key is invalid: /);
   });
 
+  it.each([
+    { name: 'P-256', size: 32, curve: '1.2.840.10045.3.1.7' },
+    { name: 'P-384', size: 48, curve: '1.3.132.0.34' },
+  ])('rejects a $name point that is not on the curve', ({ size, curve }) => {
+    const point = Buffer.alloc(1 + 2 * size, 1);
+    point[0] = 4;
+    const info = der.sequence(
+      der.integer(0),
+      encodeName([]),
+      der.sequence(
+        der.sequence(der.oid('1.2.840.10045.2.1'), der.oid(curve)),
+        der.bitString(point),
+      ),
+    );
+    expectCsrError(signRawCsr(info, key), /^certificate request public key is invalid: /);
+  });
+
   it('rejects a signature algorithm that does not match the key', () => {
     const [info, , sig] = der.children(der.decode(good));
     const swapped = der.sequence(
@@ -842,7 +906,7 @@ describe('parseCsr on malformed and hostile input', () => {
 
   it('accepts a request with no attributes at all', () => {
     const info = der.sequence(der.integer(0), encodeName([[Oid.commonName, 'n']]), spkiOf(key));
-    const parsed = parseCsr(signRawCsr(info, key));
+    const parsed = parseBoth(signRawCsr(info, key));
     expect(parsed.uris).toEqual([]);
     expect(parsed.subject).toEqual([[Oid.commonName, 'n']]);
   });
@@ -858,13 +922,63 @@ describe('parseCsr on malformed and hostile input', () => {
       spkiOf(key),
       der.explicit(0, challenge),
     );
-    expect(parseCsr(signRawCsr(info, key)).uris).toEqual([]);
+    expect(parseBoth(signRawCsr(info, key)).uris).toEqual([]);
   });
 
   it('CsrError names itself', () => {
     const err = new CsrError('x');
     expect(err).toBeInstanceOf(Error);
     expect(err.name).toBe('CsrError');
+  });
+});
+
+describe('importPublicKey and importPublicKeyAsync', () => {
+  it.each([
+    { name: 'P-256', make: () => crypto.generateKeyPairSync('ec', { namedCurve: 'prime256v1' }) },
+    { name: 'P-384', make: () => crypto.generateKeyPairSync('ec', { namedCurve: 'secp384r1' }) },
+    {
+      name: 'RSA-2048',
+      make: () => crypto.generateKeyPairSync('rsa', { modulusLength: 2048 }),
+    },
+    { name: 'Ed25519', make: () => crypto.generateKeyPairSync('ed25519') },
+    { name: 'P-521', make: () => crypto.generateKeyPairSync('ec', { namedCurve: 'secp521r1' }) },
+  ])('import the same $name key', async ({ make }) => {
+    const { publicKey } = make();
+    const spki = publicKey.export({ type: 'spki', format: 'der' });
+    const sync = importPublicKey(spki);
+    const async = await importPublicKeyAsync(spki);
+    expect(sync.equals(publicKey)).toBe(true);
+    expect(async.equals(publicKey)).toBe(true);
+    expect(async.type).toBe('public');
+    expect(async.asymmetricKeyDetails).toEqual(publicKey.asymmetricKeyDetails);
+  });
+
+  it('import a compressed P-256 point through the decoder', async () => {
+    const { publicKey } = crypto.generateKeyPairSync('ec', { namedCurve: 'prime256v1' });
+    const jwk = publicKey.export({ format: 'jwk' });
+    const ecdh = crypto.ECDH.convertKey(
+      Buffer.concat([
+        Buffer.from([4]),
+        Buffer.from(jwk.x as string, 'base64url'),
+        Buffer.from(jwk.y as string, 'base64url'),
+      ]),
+      'prime256v1',
+      undefined,
+      undefined,
+      'compressed',
+    ) as Buffer;
+    const spki = der.sequence(
+      der.sequence(der.oid('1.2.840.10045.2.1'), der.oid('1.2.840.10045.3.1.7')),
+      der.bitString(ecdh),
+    );
+    expect(importPublicKey(spki).equals(publicKey)).toBe(true);
+    expect((await importPublicKeyAsync(spki)).equals(publicKey)).toBe(true);
+  });
+
+  it('fail the same way on garbage', async () => {
+    const garbage = Buffer.from([0x30, 0x03, 0x02, 0x01, 0x00]);
+    expect(() => importPublicKey(garbage)).toThrow();
+    await expect(importPublicKeyAsync(garbage)).rejects.toThrow();
   });
 });
 
@@ -930,8 +1044,9 @@ describe('key policy', () => {
       'elliptic curve secp521r1 is not allowed',
     );
     const p384 = crypto.generateKeyPairSync('ec', { namedCurve: 'secp384r1' }).privateKey;
-    expect(() =>
-      parseCsr(createCsr(p384, [], {}), { ...DEFAULT_KEY_POLICY, curves: ['prime256v1'] }),
-    ).toThrow(new CsrError('elliptic curve secp384r1 is not allowed'));
+    expectCsrError(createCsr(p384, [], {}), 'elliptic curve secp384r1 is not allowed', {
+      ...DEFAULT_KEY_POLICY,
+      curves: ['prime256v1'],
+    });
   });
 });
