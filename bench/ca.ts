@@ -26,6 +26,7 @@ import * as crypto from 'node:crypto';
 import * as grpc from '@grpc/grpc-js';
 import { type CertificateAuthorityHandlers, loadCaProto } from '../api';
 import { AdminClient } from '../cli/admin-client';
+import { haveTaskset, pin, procStatus, TICKS } from './proc';
 import { serverCredentials, StaticCertificateProvider } from '../common/grpc';
 import {
   createCertificate,
@@ -45,11 +46,6 @@ const HOSTS = Number(process.env.BENCH_HOSTS ?? 64);
 const INFLIGHTS = (process.env.BENCH_INFLIGHT ?? '2,8').split(',').map(Number);
 const ALGS = (process.env.BENCH_ALGS ?? 'ec-p256,rsa-2048').split(',').filter(Boolean);
 const ECHO = (process.env.BENCH_ECHO ?? '1') === '1';
-const haveTaskset = spawnSync('taskset', ['-c', '0', 'true']).status === 0 && os.cpus().length >= 2;
-
-function pin(core: number, cmd: string, args: string[]): [string, string[]] {
-  return haveTaskset ? ['taskset', ['-c', String(core), cmd, ...args]] : [cmd, args];
-}
 
 async function startCa(
   dataDir: string,
@@ -108,23 +104,6 @@ async function createToken(dataDir: string, node: string): Promise<string> {
     serviceAccounts: ['default/bench'],
   });
   return res.token;
-}
-
-function procStatus(pid: number): {
-  rssMb: number;
-  hwmMb: number;
-  cpuTicks: number;
-  sysTicks: number;
-} {
-  const status = fs.readFileSync(`/proc/${pid}/status`, 'utf8');
-  const kb = (k: string) => Number(new RegExp(`${k}:\\s+(\\d+)`).exec(status)?.[1] ?? 0);
-  const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]?.split(' ') ?? [];
-  return {
-    rssMb: kb('VmRSS') / 1024,
-    hwmMb: kb('VmHWM') / 1024,
-    cpuTicks: Number(stat[11]) + Number(stat[12]),
-    sysTicks: Number(stat[12]),
-  };
 }
 
 /** The CA process is the child of taskset when pinned; find the node process itself. */
@@ -286,8 +265,7 @@ async function run(
     latencies.sort((a, b) => a - b);
     const q = (p: number) =>
       latencies[Math.min(latencies.length - 1, Math.floor(p * latencies.length))] ?? NaN;
-    const ticks = spawnSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).stdout.trim();
-    const caCores = (after.cpuTicks - before.cpuTicks) / Number(ticks || 100) / elapsed;
+    const caCores = (after.cpuTicks - before.cpuTicks) / TICKS / elapsed;
     return {
       'CA key': target === 'echo' ? `echo, no CA work (${alg} root)` : alg,
       'in flight': HOSTS * inflight,

@@ -19,24 +19,12 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { AdminClient } from '../cli/admin-client';
+import { haveTaskset, pin, procStatus, TICKS } from './proc';
 
 const SAIL = path.join(__dirname, '..', 'cli', 'sail.js');
 const CLIENTS = (process.env.BENCH_CLIENTS ?? '1000,5000,10000').split(',').map(Number);
 const SERVICES = Number(process.env.BENCH_SERVICES ?? 20);
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3);
-const haveTaskset = spawnSync('taskset', ['-c', '0', 'true']).status === 0 && os.cpus().length >= 2;
-const TICKS = Number(spawnSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).stdout.trim() || 100);
-
-function pin(core: number, cmd: string, args: string[]): [string, string[]] {
-  return haveTaskset ? ['taskset', ['-c', String(core), cmd, ...args]] : [cmd, args];
-}
-
-function procStatus(pid: number) {
-  const status = fs.readFileSync(`/proc/${pid}/status`, 'utf8');
-  const kb = (k: string) => Number(new RegExp(`${k}:\\s+(\\d+)`).exec(status)?.[1] ?? 0);
-  const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]?.split(' ') ?? [];
-  return { rssMb: kb('VmRSS') / 1024, cpuTicks: Number(stat[11]) + Number(stat[12]) };
-}
 
 function mesh(round: number): unknown[] {
   const docs: unknown[] = [];

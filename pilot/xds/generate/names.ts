@@ -68,15 +68,8 @@ export function outboundListenerName(port: number): string {
   return `0.0.0.0_${port}`;
 }
 
-/**
- * Istio's host resolution: a name without a dot, written in namespace `namespace`, means
- * `name.namespace.svc.<domainSuffix>`; anything with a dot (or a wildcard `*`) is taken as
- * written. `reviews` in `default` is `reviews.default.svc.cluster.local`.
- */
-export function resolveHost(host: string, namespace: string, domainSuffix: string): string {
-  if (host === '*' || host.includes('.')) return host;
-  return `${host}.${namespace}.svc.${domainSuffix}`;
-}
+/** Istio's short-name rule, shared with validation: `reviews` in `default` → `reviews.default.svc.SUFFIX`. */
+export { resolveHost } from '../../config/names';
 
 /**
  * Whether `pattern` (an exact host, `*`, or `*.suffix`) covers `host`. Both are fully resolved.

@@ -1,0 +1,36 @@
+/** What the benchmarks share: pinning processes to cores, and reading a process's CPU and memory. */
+import { spawnSync } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+
+/** True when `taskset` works and there are two cores to split between server and load. */
+export const haveTaskset =
+  spawnSync('taskset', ['-c', '0', 'true']).status === 0 && os.cpus().length >= 2;
+
+/** Clock ticks per second, for /proc CPU times. */
+export const TICKS = Number(
+  spawnSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).stdout.trim() || 100,
+);
+
+/** The command line that runs `cmd args` on `core` (unchanged without taskset). */
+export function pin(core: number, cmd: string, args: string[]): [string, string[]] {
+  return haveTaskset ? ['taskset', ['-c', String(core), cmd, ...args]] : [cmd, args];
+}
+
+/** RSS, peak RSS (MB) and CPU ticks (user+system, and system alone) of a process, from /proc. */
+export function procStatus(pid: number): {
+  rssMb: number;
+  hwmMb: number;
+  cpuTicks: number;
+  sysTicks: number;
+} {
+  const status = fs.readFileSync(`/proc/${pid}/status`, 'utf8');
+  const kb = (k: string) => Number(new RegExp(`${k}:\\s+(\\d+)`).exec(status)?.[1] ?? 0);
+  const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]?.split(' ') ?? [];
+  return {
+    rssMb: kb('VmRSS') / 1024,
+    hwmMb: kb('VmHWM') / 1024,
+    cpuTicks: Number(stat[11]) + Number(stat[12]),
+    sysTicks: Number(stat[12]),
+  };
+}
