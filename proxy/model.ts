@@ -30,7 +30,10 @@ export interface ProxyConfig {
 // ---------------------------------------------------------------------------------------------
 // Matching primitives
 
-/** A compiled Envoy StringMatcher. `regex` is set (and anchored, RE2 semantics) for kind `regex`. */
+/**
+ * A compiled Envoy StringMatcher. `regex` is set (and anchored, RE2 semantics) for kind `regex`.
+ * With `ignoreCase`, `value` is already lowercase: compare it with the lowercased input.
+ */
 export interface StringMatcher {
   readonly kind: 'exact' | 'prefix' | 'suffix' | 'contains' | 'regex';
   readonly value: string;
@@ -238,9 +241,11 @@ export interface Route {
   readonly action: RouteAction | RedirectAction | DirectResponseAction;
   readonly requestHeaders: HeaderEdits;
   readonly responseHeaders: HeaderEdits;
-  /** From `typed_per_filter_config['envoy.filters.http.fault']`; applies only with the fault filter. */
+  /** From `typed_per_filter_config['envoy.filters.http.fault']`, inherited from the virtual host
+   * and route configuration when the route has none; applies only with the fault filter. */
   readonly fault?: FaultPolicy;
-  /** From `typed_per_filter_config['envoy.filters.http.cors']`. */
+  /** From `typed_per_filter_config['envoy.filters.http.cors']` (or the legacy route field);
+   * undefined: use the virtual host's `cors`. */
   readonly cors?: CorsPolicy;
 }
 
@@ -311,6 +316,8 @@ export interface RouteAction {
   readonly timeoutMs: number;
   readonly retry?: RetryPolicy;
   readonly prefixRewrite?: string;
+  /** `regex` is global and unanchored, `substitution` in replace syntax (`$1`): apply it as
+   * `path.replace(regex, substitution)` (Envoy replaces every match). */
   readonly regexRewrite?: { readonly regex: RegExp; readonly substitution: string };
   readonly hostRewrite?: string;
   readonly mirrors: readonly MirrorPolicy[];
@@ -408,7 +415,9 @@ export interface Cluster {
   /** The protocol to speak upstream: HTTP/2 when the cluster says so (GRPC/HTTP2 ports,
    * h2UpgradePolicy), `downstream` to mirror the client's. */
   readonly upstreamProtocol: 'http1' | 'http2' | 'downstream';
+  /** Undefined: unlimited. */
   readonly maxRequestsPerConnection?: number;
+  /** Idle upstream connections are closed after this long (Envoy default 1 h); undefined: never. */
   readonly idleTimeoutMs?: number;
   readonly tcpKeepalive?: {
     readonly probes?: number;

@@ -48,6 +48,8 @@ export interface ProxyOptions {
   readonly traffic: TrafficOptions;
   /** Admin server (`/ready`, `/stats`, `/config_dump`, `/clusters`), default 127.0.0.1:15000. */
   readonly adminListen: string;
+  /** Allow `adminListen` off loopback (default false: the admin port has no authentication). */
+  readonly adminAllowRemote?: boolean;
   /** Prometheus (`/stats/prometheus`, `/metrics`), default 0.0.0.0:15090. */
   readonly metricsListen: string;
   /** JSON access log lines on stdout (one per request / TCP connection). */

@@ -235,6 +235,8 @@ export interface TrafficLabels {
   readonly destinationServiceNamespace: string;
   readonly destinationCluster: string;
   readonly connectionSecurityPolicy: 'mutual_tls' | 'none' | 'unknown';
+  /** source_cluster (Istio's cluster id of the source workload); `unknown` when absent. */
+  readonly sourceCluster?: string;
 }
 
 export interface RequestRecord {
@@ -259,6 +261,8 @@ export interface RequestRecord {
   readonly downstreamRemote: string;
   readonly userAgent: string;
   readonly startTime: number;
+  /** For the access log: `HTTP/1.1`, `HTTP/2`; derived from requestProtocol when absent. */
+  readonly protocol?: string;
 }
 
 export interface TcpRecord {

@@ -325,13 +325,16 @@ function routeAction(ctx: RouteContext, r: HTTPRoute, namespace: string): Obj | 
   );
   if (destinations.length === 0) return undefined;
   const action: Obj = {};
-  if (destinations.length === 1) {
+  const only = destinations.length === 1 ? destinations[0]! : undefined;
+  // A single destination with its own header edits needs weighted_clusters to carry them (as
+  // Istio does): a plain `cluster` action has nowhere to put per-destination headers.
+  if (only && !(sidecar && (only.headers?.request || only.headers?.response))) {
     action.cluster = destinationCluster(ctx, destinations[0]!.destination, namespace);
   } else {
     action.weightedClusters = {
       clusters: destinations.map(d => ({
         name: destinationCluster(ctx, d.destination, namespace),
-        weight: { value: d.weight ?? 0 },
+        weight: { value: destinations.length === 1 ? 100 : (d.weight ?? 0) },
         ...(sidecar ? headerEdits(d.headers?.request, d.headers?.response) : {}),
       })),
     };

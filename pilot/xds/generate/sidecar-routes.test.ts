@@ -289,6 +289,34 @@ describe('sidecar route translation', () => {
     });
   });
 
+  it('keeps the header edits of a single destination (a one-entry weighted_clusters)', () => {
+    const [r] = reviewsRoutes([
+      {
+        route: [
+          {
+            destination: { host: 'reviews', subset: 'v1' },
+            headers: { request: { set: { 'x-subset': 'v1' } } },
+          },
+        ],
+      },
+    ]);
+    expect(route(r!).cluster).toBeUndefined();
+    expect(route(r!).weightedClusters).toEqual({
+      clusters: [
+        {
+          name: `outbound|9080|v1|${REVIEWS}`,
+          weight: { value: 100 },
+          requestHeadersToAdd: [
+            {
+              header: { key: 'x-subset', value: 'v1' },
+              appendAction: 'OVERWRITE_IF_EXISTS_OR_ADD',
+            },
+          ],
+        },
+      ],
+    });
+  });
+
   it('maps retries: custom conditions and status codes, per-try timeout, attempts 0 turns them off', () => {
     const routes = reviewsRoutes([
       {
