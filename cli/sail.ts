@@ -10,6 +10,7 @@ import { pilotCommand } from './commands/pilot';
 import { joinCommand } from './commands/join';
 import { nodeAgentCommand } from './commands/node-agent';
 import { nodeCommand } from './commands/node';
+import { proxyCommand } from './commands/proxy';
 import { tokenCommand } from './commands/token';
 import { EXIT_USAGE, reportCliError } from './errors';
 import { SAIL_VERSION } from './version';
@@ -27,6 +28,7 @@ export async function main(argv: string[]): Promise<void> {
     .command(nodeCommand)
     .command(joinCommand as never)
     .command(nodeAgentCommand as never)
+    .command(proxyCommand as never)
     .command(configCommands.map(c => c as never))
     .command('version', 'Print the version', {}, () => {
       process.stdout.write(`sail ${SAIL_VERSION} (node ${process.version})\n`);

@@ -35,6 +35,15 @@ export const LogField = {
   object: 'object',
   outcome: 'outcome',
   revision: 'revision',
+  // proxy (proxy/proxy.ts, proxy/admin)
+  versions: 'versions',
+  changed: 'changed',
+  fromCache: 'fromCache',
+  listeners: 'listeners',
+  clusters: 'clusters',
+  ready: 'ready',
+  shutdownGraceMs: 'shutdownGraceMs',
+  signal: 'signal',
 } as const;
 
 /** Fixed redaction list (never from config: pino's warning about user-defined redaction). */

@@ -55,3 +55,16 @@ export function parseServiceAccountRef(ref: string): { namespace: string; servic
   }
   return { namespace: parts[0] as string, serviceAccount: parts[1] as string };
 }
+
+/** Namespace and service account of the control plane's own identity (CA and pilot serve with it). */
+export const CONTROL_PLANE_NAMESPACE = 'sail-system';
+export const CONTROL_PLANE_SERVICE_ACCOUNT = 'sail-control-plane';
+
+/** The SPIFFE ID the control plane (CA, pilot) serves with in `trustDomain`. */
+export function controlPlaneSpiffeId(trustDomain: string): string {
+  return formatSpiffeId({
+    trustDomain,
+    namespace: CONTROL_PLANE_NAMESPACE,
+    serviceAccount: CONTROL_PLANE_SERVICE_ACCOUNT,
+  });
+}

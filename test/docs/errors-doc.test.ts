@@ -17,6 +17,7 @@ const REGISTRIES: readonly (readonly [file: string, exportName: string, section:
   ['ca/errors.ts', 'CA_ERROR_CODES', 'ca'],
   ['node-agent/errors.ts', 'AGENT_ERROR_CODES', 'node-agent'],
   ['pilot/errors.ts', 'PILOT_ERROR_CODES', 'pilot'],
+  ['proxy/errors.ts', 'PROXY_ERROR_CODES', 'proxy'],
 ];
 
 interface Registry {
