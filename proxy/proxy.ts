@@ -400,6 +400,10 @@ export class Proxy implements Lifecycle, ConfigHolder {
 
   private onRotate(): void {
     this.labeler.setLocalPrincipal(this.tls.spiffeId);
+    // Pooled mTLS connections still present the old certificate; new requests get new ones.
+    this.http.retireUpstreamConnections();
+    // The first certificate may have just appeared: reach pilot now rather than after backoff.
+    this.xds.retryNow();
     this.notifyReady();
   }
 

@@ -211,6 +211,9 @@ export interface HttpConnectionManager {
   /** Stops taking new requests on open connections (GOAWAY / Connection: close) and resolves when
    * they are done or `graceMs` passed, then destroys what is left. */
   drain(graceMs: number): Promise<void>;
+  /** After a certificate rotation: pooled upstream connections take no new requests (the ones in
+   * flight finish), so new requests open connections that present the new certificate. */
+  retireUpstreamConnections(): void;
 }
 
 // ---------------------------------------------------------------------------------------------

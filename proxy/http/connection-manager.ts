@@ -326,6 +326,11 @@ export class DefaultHttpConnectionManager implements HttpConnectionManager, Exch
     return false;
   }
 
+  /** See {@link HttpConnectionManager.retireUpstreamConnections}. */
+  retireUpstreamConnections(): void {
+    this.pools.retireAll();
+  }
+
   /**
    * Destroys every downstream connection and upstream pool at once. Idempotent. (Not part of
    * HttpConnectionManager: the proxy calls it after drain() on shutdown.)

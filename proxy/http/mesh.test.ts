@@ -93,8 +93,10 @@ describe('mesh: HTTP/1.1 → h2 over mTLS → HTTP/1.1 between two managers', ()
   let a: Harness;
   let a1: Harness;
 
+  let ca: TestCa;
+
   beforeAll(async () => {
-    const ca = await TestCa.create();
+    ca = await TestCa.create();
     tlsA = await provider(ca, path.join(tmp.dir, 'a'), 'vm-a', SPIFFE_A);
     tlsB = await provider(ca, path.join(tmp.dir, 'b'), 'vm-b', SPIFFE_B);
     await origin.start();
@@ -207,6 +209,35 @@ describe('mesh: HTTP/1.1 → h2 over mTLS → HTTP/1.1 between two managers', ()
     const r = await runCurl(['--data-binary', `@${file}`, `${a.base}/upload`]);
     const seen = JSON.parse(r.stdout.toString()) as OriginRequest;
     expect(seen.bodyBytes).toBe(data.length);
+  });
+
+  it('opens new upstream connections with the new certificate once the pools are retired', async () => {
+    const hashOf = async (base: string) => {
+      const r = await runCurl([`${base}/rotate`]);
+      const seen = JSON.parse(r.stdout.toString()) as OriginRequest;
+      return /Hash=([0-9a-f]{64})/.exec(String(seen.headers['x-forwarded-client-cert']))?.[1];
+    };
+    const before = await hashOf(a.base);
+    const beforeH1 = await hashOf(a1.base);
+    const now = Date.now();
+    const next = await ca.issueWorkloadCert({
+      node: 'vm-a',
+      spiffeId: SPIFFE_A,
+      notBeforeMs: now - 60_000,
+      notAfterMs: now + 7200_000,
+    });
+    const dir = path.join(tmp.dir, 'a');
+    fs.writeFileSync(path.join(dir, 'key.pem'), next.keyPem);
+    fs.writeFileSync(path.join(dir, 'cert-chain.pem'), next.certChainPem);
+    await tlsA.reload();
+    // The pooled connections still carry the old certificate until they are retired.
+    expect(await hashOf(a.base)).toBe(before);
+    a.manager.retireUpstreamConnections();
+    a1.manager.retireUpstreamConnections();
+    const after = await hashOf(a.base);
+    expect(after).toBeDefined();
+    expect(after).not.toBe(before);
+    expect(await hashOf(a1.base)).not.toBe(beforeH1);
   });
 
   it('speaks HTTP/1.1 over mTLS when meshUpstreamProtocol is http1', async () => {

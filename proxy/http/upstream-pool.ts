@@ -150,6 +150,9 @@ class HostAgent extends http.Agent {
     this.maxRequests = cluster.maxRequestsPerConnection ?? 0;
   }
 
+  /** Set by {@link retire}: sockets are not kept for reuse. */
+  private retired = false;
+
   override createConnection(
     _options: http.ClientRequestArgs,
     callback?: (err: Error | null, stream: Duplex) => void,
@@ -175,9 +178,17 @@ class HostAgent extends http.Agent {
     const s = socket as Duplex & { [kRequests]?: number };
     const n = (s[kRequests] ?? 0) + 1;
     s[kRequests] = n;
-    if (this.maxRequests > 0 && n >= this.maxRequests) return false;
+    if (this.retired || (this.maxRequests > 0 && n >= this.maxRequests)) return false;
     // The base class sets the idle timeout and unrefs the socket.
     return (super.keepSocketAlive as (s: Duplex) => boolean)(socket);
+  }
+
+  /** Keeps no socket for reuse any more: idle ones close now, busy ones when they are freed. */
+  retire(): void {
+    this.retired = true;
+    for (const list of Object.values(this.freeSockets)) {
+      for (const socket of list ?? []) socket.destroy();
+    }
   }
 }
 
@@ -419,6 +430,11 @@ class H2HostPool {
       c.session.close();
     }
     this.serveWaiters();
+  }
+
+  /** Retires every session of this host (see UpstreamPools.retireAll). */
+  retireAll(): void {
+    for (const c of [...this.conns]) this.retire(c);
   }
 
   /** No new streams on `c`; it closes once its streams are done. */
@@ -797,6 +813,18 @@ export class UpstreamPools {
       agent.host = host;
     }
     return new H1UpstreamRequest(host, agent, head, listener, endStream);
+  }
+
+  /**
+   * Retires every pooled connection after a certificate rotation: requests in flight finish on
+   * the connection they have, new requests open new connections (with the new certificate).
+   * HTTP/1.1: idle sockets close now, busy ones when their response ends; HTTP/2: no new streams
+   * on the old sessions, which close when their streams are done.
+   */
+  retireAll(): void {
+    for (const a of this.agents.values()) a.retire();
+    this.agents.clear();
+    for (const p of this.h2.values()) p.retireAll();
   }
 
   /** Closes idle HTTP/2 sessions gracefully (GOAWAY) so that new requests open new ones. */

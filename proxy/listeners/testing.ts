@@ -307,4 +307,7 @@ export class RecordingHttp implements HttpConnectionManager {
   async drain(): Promise<void> {
     for (const h of this.handed) h.socket.destroy();
   }
+
+  /** Nothing is pooled here. */
+  retireUpstreamConnections(): void {}
 }

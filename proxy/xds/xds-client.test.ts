@@ -300,6 +300,19 @@ describe('XdsClient', () => {
     expect(updates.at(-1)!.config.clusters).toBe(updates.at(-2)!.config.clusters);
   });
 
+  it('reconnects at once when told to retry now, instead of waiting out its backoff', async () => {
+    await server.stop();
+    const client = newClient({ backoff: { initialMs: 600_000, maxMs: 600_000 } });
+    await client.start();
+    await waitFor(() => logs.find('xDS stream to pilot failed; reconnecting with backoff').length, {
+      what: 'the first failure',
+    });
+    loadAll(server);
+    await server.start();
+    client.retryNow();
+    await waitFor(() => client.ready, { what: 'the client to be ready', timeoutMs: 5000 });
+  });
+
   it('reconnects after pilot restarts, with fresh credentials and the versions it holds', async () => {
     loadAll(server);
     const credentials = jest.fn(() => grpc.credentials.createInsecure());

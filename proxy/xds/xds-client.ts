@@ -77,6 +77,8 @@ export class XdsClient implements Lifecycle {
   private readonly clock: Clock;
   private readonly state = new XdsState();
   private readonly backoff: Backoff;
+  /** Aborts the current backoff sleep (see retryNow). */
+  private wakeBackoff: AbortController | undefined;
   private readonly stateWriteIntervalMs: number;
   private readonly updateListeners = new Set<(u: XdsUpdate) => void>();
   private readonly readyListeners = new Set<() => void>();
@@ -408,8 +410,25 @@ export class XdsClient implements Lifecycle {
       } else {
         this.log.debug(fields, 'xDS stream to pilot failed again');
       }
-      await this.clock.sleep(delayMs, signal);
+      const wake = new AbortController();
+      this.wakeBackoff = wake;
+      try {
+        await this.clock.sleep(delayMs, AbortSignal.any([signal, wake.signal]));
+      } catch (err) {
+        if (signal.aborted) throw err;
+        // Woken by retryNow(): reconnect at once.
+      } finally {
+        this.wakeBackoff = undefined;
+      }
     }
+  }
+
+  /**
+   * Ends a backoff wait early and reconnects now (the proxy calls it when its first workload
+   * certificate appears, so it need not wait up to the backoff cap). No-op while connected.
+   */
+  retryNow(): void {
+    this.wakeBackoff?.abort();
   }
 
   /** Runs one stream until it fails or `signal` aborts. Never rejects. */
