@@ -44,6 +44,30 @@ export const LogField = {
   ready: 'ready',
   shutdownGraceMs: 'shutdownGraceMs',
   signal: 'signal',
+  // proxy listeners (proxy/listeners)
+  listener: 'listener',
+  host: 'host',
+  port: 'port',
+  capture: 'capture',
+  connections: 'connections',
+  drainMs: 'drainMs',
+  chain: 'chain',
+  cluster: 'cluster',
+  responseFlags: 'responseFlags',
+  upstream: 'upstream',
+  remote: 'remote',
+  // proxy xDS client (proxy/xds)
+  kind: 'kind',
+  version: 'version',
+  nonce: 'nonce',
+  failed: 'failed',
+  missing: 'missing',
+  missingCount: 'missingCount',
+  counts: 'counts',
+  savedAt: 'savedAt',
+  typeUrl: 'typeUrl',
+  resources: 'resources',
+  ignored: 'ignored',
 } as const;
 
 /** Fixed redaction list (never from config: pino's warning about user-defined redaction). */
