@@ -193,7 +193,8 @@ describe('sidecar-sample.json (PERMISSIVE, ALLOW_ANY)', () => {
     [
       'virtualInbound forwards the client certificate and routes inline with no timeout',
       x => {
-        const h = http(x.listeners.get('virtualInbound'), 1);
+        // Chains: mesh mTLS, TLS passthrough (no Istio ALPN), plaintext.
+        const h = http(x.listeners.get('virtualInbound'), 2);
         const a = routeAction(h.routeTable, 0, 0);
         return [
           h.forwardClientCert,
@@ -201,7 +202,8 @@ describe('sidecar-sample.json (PERMISSIVE, ALLOW_ANY)', () => {
           h.rdsName,
           a.clusters[0]!.name,
           a.timeoutMs,
-          x.listeners.get('virtualInbound')!.filterChains[1]!.tls,
+          x.listeners.get('virtualInbound')!.filterChains[2]!.tls,
+          x.listeners.get('virtualInbound')!.filterChains[1]!.handler.kind,
         ];
       },
       [
@@ -211,6 +213,7 @@ describe('sidecar-sample.json (PERMISSIVE, ALLOW_ANY)', () => {
         'inbound|9080||',
         0,
         undefined,
+        'tcp',
       ],
     ],
     [

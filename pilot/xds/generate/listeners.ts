@@ -268,6 +268,15 @@ export function virtualInboundListener(scope: ProxyScope): Obj {
       inspect = true;
       chains.push(
         tlsChain({ transportProtocol: 'tls', applicationProtocols: MESH_ALPN_MATCH }),
+        // TLS that is not mesh mTLS (no Istio ALPN: a client outside the mesh talking to an
+        // application that terminates TLS itself) passes through untouched. Without this chain
+        // it would match nothing: Envoy picks the `tls` chains by transport protocol first and
+        // does not fall back to the plaintext chain when their ALPN does not match.
+        {
+          name: `${inboundClusterName(port)}-tls-passthrough`,
+          filterChainMatch: { destinationPort, transportProtocol: 'tls' },
+          filters: [tcpProxy(`inbound_0.0.0.0_${port}`, inboundClusterName(port))],
+        },
         plainChain,
       );
     }

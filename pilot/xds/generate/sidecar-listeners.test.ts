@@ -240,6 +240,11 @@ describe('virtualInbound', () => {
         },
         true,
       ],
+      [
+        'inbound|5432||-tls-passthrough',
+        { destinationPort: { value: 5432 }, transportProtocol: 'tls' },
+        false,
+      ],
       ['inbound|5432||', { destinationPort: { value: 5432 } }, false],
       [
         'inbound|8080||-mtls',
@@ -249,6 +254,11 @@ describe('virtualInbound', () => {
           applicationProtocols: expect.arrayContaining(['istio']),
         },
         true,
+      ],
+      [
+        'inbound|8080||-tls-passthrough',
+        { destinationPort: { value: 8080 }, transportProtocol: 'tls' },
+        false,
       ],
       ['inbound|8080||', { destinationPort: { value: 8080 } }, false],
       [
@@ -260,10 +270,18 @@ describe('virtualInbound', () => {
         },
         true,
       ],
+      [
+        'inbound|9090||-tls-passthrough',
+        { destinationPort: { value: 9090 }, transportProtocol: 'tls' },
+        false,
+      ],
       ['inbound|9090||', { destinationPort: { value: 9090 } }, false],
     ]);
     expect(tcpTarget(cs[0]!)).toBe('inbound|5432||');
-    const hcm = cs[2]!.filters[0]!.typedConfig;
+    // TLS without Istio ALPN (a client outside the mesh, an application doing its own TLS).
+    expect(tcpTarget(cs[1]!)).toBe('inbound|5432||');
+    expect(tcpTarget(cs[4]!)).toBe('inbound|8080||');
+    const hcm = cs[3]!.filters[0]!.typedConfig;
     expect(hcm).toMatchObject({
       statPrefix: 'inbound_0.0.0.0_8080',
       routeConfig: {
@@ -276,7 +294,7 @@ describe('virtualInbound', () => {
       },
       forwardClientCertDetails: 'APPEND_FORWARD',
     });
-    expect(cs[2]!.transportSocket).toMatchObject({
+    expect(cs[3]!.transportSocket).toMatchObject({
       name: 'envoy.transport_sockets.tls',
       typedConfig: {
         '@type': TYPES.downstreamTls,
