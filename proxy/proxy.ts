@@ -145,6 +145,7 @@ export class Proxy implements Lifecycle, ConfigHolder {
       clusters: this.clusters,
       telemetry: this.telemetry,
       localPrincipal: () => this.tls.spiffeId,
+      ...(opts.meshUpstreamProtocol ? { meshUpstreamProtocol: opts.meshUpstreamProtocol } : {}),
     });
     const nodeIp = opts.nodeId.split('~')[1];
     this.localIps = new Set(

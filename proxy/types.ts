@@ -333,3 +333,12 @@ export interface ProxyTelemetry {
  * response), so both sides can fill source_* and destination_* labels.
  */
 export const PEER_METADATA_HEADER = 'x-sail-peer-metadata';
+
+/**
+ * The ALPN value of Sail's TCP peer metadata exchange (listeners/peer-exchange.ts): over mesh mTLS
+ * for tcp_proxy traffic, where no HTTP header can carry PEER_METADATA_HEADER, the outbound proxy
+ * offers it before the transport's own ALPN; when the inbound proxy selects it, each side sends
+ * one frame with its PEER_METADATA_HEADER value before any application byte. Distinct from
+ * Istio's `istio-peer-exchange`, so an Envoy peer never selects it and never sees a frame.
+ */
+export const PEER_EXCHANGE_ALPN = 'sail-peer-exchange';

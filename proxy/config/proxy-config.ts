@@ -158,6 +158,9 @@ export const proxyFileSchema = z
     adminAllowRemote: z.boolean().default(false),
     metricsListen: zHostPort.default(DEFAULT_METRICS_LISTEN),
     accessLog: z.boolean().default(false),
+    meshUpstreamProtocol: z
+      .enum(['http2', 'http1'], { message: 'want http2 or http1' })
+      .default('http2'),
     drain: zDuration.prefault(`${DEFAULT_DRAIN_MS}ms`),
     shutdownGrace: zDuration.prefault(`${DEFAULT_SHUTDOWN_GRACE_MS}ms`),
     initialFetchTimeout: zDuration.prefault(`${DEFAULT_INITIAL_FETCH_TIMEOUT_MS}ms`),
@@ -295,6 +298,7 @@ function resolve(
     adminAllowRemote: file.adminAllowRemote,
     metricsListen,
     accessLog: overrides.accessLog ?? file.accessLog,
+    meshUpstreamProtocol: file.meshUpstreamProtocol,
     drainMs: file.drain,
     shutdownGraceMs: file.shutdownGrace,
     initialFetchTimeoutMs: file.initialFetchTimeout,

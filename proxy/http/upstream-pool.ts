@@ -132,7 +132,8 @@ type ErrorWithCode = Error & { code?: string; [kConnectFailure]?: boolean };
 class HostAgent extends http.Agent {
   /** The latest host object for the key (pushes replace host objects with equal keys). */
   host: UpstreamHost;
-  private readonly maxRequests: number;
+  /** From the cluster in force (refreshed on each request: a push may change it). */
+  maxRequests: number;
 
   constructor(
     private readonly clusters: ClusterManager,
@@ -390,7 +391,8 @@ class H2HostPool {
   constructor(
     readonly pools: UpstreamPools,
     host: UpstreamHost,
-    private readonly cluster: Cluster,
+    /** The cluster in force (refreshed on each request: a push may change it). */
+    public cluster: Cluster,
   ) {
     this.host = host;
   }
@@ -802,6 +804,7 @@ export class UpstreamPools {
         this.h2.set(host.key, pool);
       } else {
         pool.host = host;
+        pool.cluster = cluster;
       }
       return new H2UpstreamRequest(host, pool, head, listener, endStream);
     }
@@ -811,6 +814,7 @@ export class UpstreamPools {
       this.agents.set(host.key, agent);
     } else {
       agent.host = host;
+      agent.maxRequests = cluster.maxRequestsPerConnection ?? 0;
     }
     return new H1UpstreamRequest(host, agent, head, listener, endStream);
   }

@@ -21,7 +21,7 @@ import type {
   UpstreamTls,
 } from '../model';
 import { SDS_CERT_NAME, SDS_ROOT_NAME } from '../model';
-import type { PeerIdentity, TlsProvider } from '../types';
+import { PEER_EXCHANGE_ALPN, type PeerIdentity, type TlsProvider } from '../types';
 import { peerIdentityOf, sanChecker, verifyPeerSocket } from './peer';
 
 export const CERT_CHAIN_FILE = 'cert-chain.pem';
@@ -496,7 +496,10 @@ function trustKey(ref: TrustRef): string {
  * TLSSocket: call `provider.verifyPeer(socket, config.validation)` on 'secure' and destroy the
  * socket when it returns a reason. Call it per connection (it is cheap: the context is cached) so
  * that connections after a rotation get the new certificate. ALPN never fails the handshake: the server's first preference
- * the client offers is chosen, else the client's first, and the HTTP layer sniffs the codec.
+ * the client offers is chosen, else the client's first, and the HTTP layer sniffs the codec. A mesh
+ * chain without ALPN of its own (pilot's tcp_proxy chains) selects {@link PEER_EXCHANGE_ALPN} when
+ * the client offers it (a Sail proxy: the TCP proxy then exchanges peer metadata), see
+ * {@link selectMeshTcpAlpn}.
  * @throws Error when the certificate material is not available (see TlsProvider.serverContext)
  */
 export function serverSocketOptions(
@@ -509,7 +512,11 @@ export function serverSocketOptions(
     secureContext: provider.serverContext(config),
     requestCert,
     rejectUnauthorized: config.requireClientCertificate,
-    ...(config.alpn.length > 0 ? { ALPNCallback: alpnSelector(config.alpn) } : {}),
+    ...(config.alpn.length > 0
+      ? { ALPNCallback: alpnSelector(config.alpn) }
+      : isMeshServer(config)
+        ? { ALPNCallback: selectMeshTcpAlpn }
+        : {}),
   };
 }
 
@@ -531,3 +538,36 @@ function alpnSelector(serverAlpn: readonly string[]): AlpnCallback {
   }
   return cb;
 }
+
+/**
+ * Mesh mTLS (the workload certificate, a client certificate required). With an empty ALPN list
+ * this is what pilot sends for a tcp_proxy inbound chain; its HTTP chains list `h2`/`http/1.1`.
+ */
+function isMeshServer(config: DownstreamTls): boolean {
+  return (
+    config.requireClientCertificate &&
+    config.certificate.kind === 'sds' &&
+    config.certificate.name === SDS_CERT_NAME
+  );
+}
+
+/** Istio's own TCP metadata exchange: selecting it makes an Envoy client send its MX frame. */
+const ISTIO_PEER_EXCHANGE_ALPN = 'istio-peer-exchange';
+/** Codecs an HTTP client offers last (proxy/http upstreamAlpn); picked over Istio's markers. */
+const CODEC_ALPN = ['h2', 'http/1.1'];
+
+/**
+ * The ALPN selection of a mesh chain without ALPN of its own: {@link PEER_EXCHANGE_ALPN} when the
+ * client offers it (a Sail proxy's TCP proxy). Otherwise the chain would answer no ALPN at all,
+ * but Node's ALPNCallback cannot decline (undefined is a fatal alert), so: a codec the client
+ * offers (an HTTP client on such a chain speaks it), else its first protocol other than
+ * `istio-peer-exchange` (an Envoy client offers `istio-peer-exchange`, `istio`: selecting the
+ * former would start Istio's metadata exchange, which nothing here answers), else its first.
+ * @internal exported for tests
+ */
+export const selectMeshTcpAlpn: AlpnCallback = ({ protocols }) => {
+  if (protocols.includes(PEER_EXCHANGE_ALPN)) return PEER_EXCHANGE_ALPN;
+  for (const p of CODEC_ALPN) if (protocols.includes(p)) return p;
+  for (const p of protocols) if (p !== ISTIO_PEER_EXCHANGE_ALPN) return p;
+  return protocols[0];
+};
