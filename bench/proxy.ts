@@ -55,6 +55,8 @@ import { originConfig, pairAConfig, pairBConfig } from './proxy-nginx';
 import { silentLogger } from '../common/logging';
 
 const SAIL = path.join(__dirname, '..', 'cli', 'sail.js');
+/** Extra node flags for the Sail proxies, e.g. `--cpu-prof --cpu-prof-dir=/tmp/prof` to profile. */
+const NODE_ARGS = (process.env.BENCH_PROXY_NODE_ARGS ?? '').split(' ').filter(Boolean);
 const env = (k: string, d: number) => Number(process.env[k] ?? d);
 const DURATION_S = env('BENCH_DURATION', 20);
 const WARMUP_S = env('BENCH_WARMUP', 3);
@@ -380,12 +382,22 @@ async function startSailPair(ctx: Context, name: string, extra: Record<string, u
       file,
       proxyConfigYaml(
         { ...o, adminListen: `127.0.0.1:${adminPort}`, metricsListen: `127.0.0.1:${metricsPort}` },
-        { logLevel: 'warn', ...extra },
+        // BENCH_ACCESS_LOG=1: access log lines on the proxies' stdout (shown with BENCH_DEBUG).
+        {
+          logLevel: 'warn',
+          ...(process.env.BENCH_ACCESS_LOG ? { accessLog: true } : {}),
+          ...extra,
+        },
       ),
     );
     admins.push(`127.0.0.1:${adminPort}`);
     procs.push(
-      new Proc(`sail-${side}`, process.execPath, [SAIL, 'proxy', '--config', file], PROXY_CORE),
+      new Proc(
+        `sail-${side}`,
+        process.execPath,
+        [...NODE_ARGS, SAIL, 'proxy', '--config', file],
+        PROXY_CORE,
+      ),
     );
   }
   const [a, b] = procs as [Proc, Proc];

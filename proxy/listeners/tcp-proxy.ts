@@ -148,8 +148,10 @@ class TcpSession {
   private answeredDown = false;
   /** The upstream was asked for PEER_EXCHANGE_ALPN (a mesh mTLS host): labels wait for its answer. */
   private offeredExchange = false;
-  /** What the peer proxy said about its workload. */
-  private peerMeta: PeerMetadata | undefined;
+  /** What the downstream's proxy said about its workload (the source, inbound). */
+  private downPeerMeta: PeerMetadata | undefined;
+  /** What the upstream's proxy said about its workload (the destination, outbound). */
+  private upPeerMeta: PeerMetadata | undefined;
   /** Downstream bytes that came behind its exchange frame, for the upstream once connected. */
   private pendingDown: Buffer | undefined;
 
@@ -222,14 +224,14 @@ class TcpSession {
         ? this.proxy.telemetry.labels.inbound(
             ctx.originalDst,
             ctx.tls?.peer,
-            this.peerMeta,
+            this.downPeerMeta,
             ctx.connectionSecurity === 'mutual_tls',
           )
         : this.proxy.telemetry.labels.outbound(
             this.clusterName,
             ctx.originalDst,
             this.host?.transport.tls?.mesh === true,
-            this.peerMeta,
+            this.upPeerMeta,
           );
     this.proxy.telemetry.tcpOpened(this.labels);
   }
@@ -268,7 +270,7 @@ class TcpSession {
     down.off('data', this.onDownFrameData);
     down.off('end', this.onFrameEnd);
     if (r.kind === 'invalid') return this.exchangeFailed('DPE', r.reason);
-    this.exchangeDone(r.payload);
+    this.downPeerMeta = this.exchangeDone(r.payload);
     // Held until the upstream connects (onConnected resumes the socket).
     down.pause();
     if (buf.length > r.frameBytes) this.pendingDown = buf.subarray(r.frameBytes);
@@ -289,23 +291,25 @@ class TcpSession {
     up.off('data', this.onUpFrameData);
     up.off('end', this.onFrameEnd);
     if (r.kind === 'invalid') return this.exchangeFailed('UPE', r.reason);
-    this.exchangeDone(r.payload);
+    this.upPeerMeta = this.exchangeDone(r.payload);
     this.opened();
     up.on('data', this.onUpData);
     up.on('end', this.onUpEnd);
     if (buf.length > r.frameBytes) this.onUpData(buf.subarray(r.frameBytes));
   };
 
-  private exchangeDone(payload: string): void {
+  /** Ends the exchange; returns the peer's metadata. */
+  private exchangeDone(payload: string): PeerMetadata | undefined {
     clearTimeout(this.frameTimer);
     this.exchanging = undefined;
     this.frameBuf = undefined;
     // A frame whose payload is not metadata keeps the stream usable; only the labels stay unknown
     // (decodePeerMetadata ignores fields it does not know, so a newer peer's payload still reads).
-    this.peerMeta = this.proxy.telemetry.labels.decodePeerMetadata(payload);
-    if (this.peerMeta === undefined && this.proxy.debug) {
+    const meta = this.proxy.telemetry.labels.decodePeerMetadata(payload);
+    if (meta === undefined && this.proxy.debug) {
       this.proxy.logDebug({ cluster: this.clusterName }, 'Peer exchange metadata is malformed');
     }
+    return meta;
   }
 
   /** The side being read ended before its frame was whole. */
@@ -392,7 +396,7 @@ class TcpSession {
     this.flag = 'UF';
     this.outcome = 'connectFailure';
     this.upClosed = true;
-    this.down.destroy();
+    this.closeDown();
     this.maybeFinish();
   };
 
@@ -455,7 +459,7 @@ class TcpSession {
   private readonly onUpClose = (): void => {
     this.upClosed = true;
     clearTimeout(this.frameTimer);
-    if (!this.down.writableEnded) this.closeDown();
+    if (!this.down.writableEnded) this.down.destroy();
     this.maybeFinish();
   };
 

@@ -9,6 +9,7 @@ import { TestCa } from '../../test/helpers/test-ca';
 import { makeTmpDir } from '../../test/helpers/tmp-dir';
 import { waitFor } from '../../test/helpers/wait-for';
 import type { CertificateValidation, DownstreamTls, UpstreamTls } from '../model';
+import { PEER_EXCHANGE_ALPN } from '../types';
 import { FileTlsProvider, serverSocketOptions } from './file-tls-provider';
 import { chainError } from './peer';
 
@@ -272,6 +273,42 @@ describe('FileTlsProvider', () => {
       s.destroy();
     }
     expect(srv.alpns).toEqual(cases.map(c => c[1]));
+  });
+
+  it('selects sail-peer-exchange on a mesh chain without ALPN (tcp_proxy), nowhere else', async () => {
+    const sp = await provider(serverDir);
+    const cp = await provider(clientDir);
+    const SAIL = [PEER_EXCHANGE_ALPN, 'istio-peer-exchange', 'istio'];
+    const servers: [DownstreamTls, [string[] | undefined, string | false][]][] = [
+      [
+        meshServer({ alpn: [] }),
+        [
+          [SAIL, PEER_EXCHANGE_ALPN],
+          // An Envoy sidecar: never istio-peer-exchange (nothing here answers Istio's exchange).
+          [['istio-peer-exchange', 'istio'], 'istio'],
+          // An HTTP client on such a chain gets its codec.
+          [['istio-peer-exchange', 'istio', 'h2'], 'h2'],
+          [['istio-peer-exchange'], 'istio-peer-exchange'],
+          [undefined, false],
+        ],
+      ],
+      // HTTP chains keep their own preference.
+      [meshServer(), [[[...SAIL, 'h2'], 'h2']]],
+      // Not mesh mTLS (no client certificate required): no ALPN is selected, as before.
+      [meshServer({ alpn: [], requireClientCertificate: false }), [[SAIL, false]]],
+    ];
+    for (const [config, cases] of servers) {
+      const [, port] = await server(sp, config);
+      for (const [offer, want] of cases) {
+        const opts = { ...cp.clientOptions(meshClient(SERVER_ID)) };
+        if (offer) opts.ALPNProtocols = offer;
+        else delete opts.ALPNProtocols;
+        const s = track(await connect(port, opts));
+        expect([offer, s.alpnProtocol]).toEqual([offer, want]);
+        expect(await roundTrip(s, 'x')).toBe(`x:${CLIENT_ID}`);
+        s.destroy();
+      }
+    }
   });
 
   it('rotates: new handshakes get the new certificate, open connections keep working', async () => {
