@@ -54,8 +54,9 @@ export interface ProxyOptions {
   readonly metricsListen: string;
   /** JSON access log lines on stdout (one per request / TCP connection). */
   readonly accessLog: boolean;
-  /** What HTTP from an application travels as between two proxies over mesh mTLS: pooled,
-   * multiplexed HTTP/2 (default), or HTTP/1.1 keep-alive connections. */
+  /** What HTTP from an application travels as between two proxies over mesh mTLS: pooled
+   * HTTP/1.1 keep-alive connections (default: the benchmark measured them cheaper than Node's
+   * HTTP/2, BENCHMARKS.md), or pooled, multiplexed HTTP/2. */
   readonly meshUpstreamProtocol?: 'http2' | 'http1';
   /** How long a removed or changed listener keeps serving its open connections. */
   readonly drainMs: number;

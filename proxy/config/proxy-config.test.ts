@@ -47,7 +47,7 @@ describe('parseProxyConfig', () => {
       adminAllowRemote: false,
       metricsListen: '0.0.0.0:15090',
       accessLog: false,
-      meshUpstreamProtocol: 'http2',
+      meshUpstreamProtocol: 'http1',
       drainMs: 5000,
       shutdownGraceMs: 10000,
       initialFetchTimeoutMs: 15000,

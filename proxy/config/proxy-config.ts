@@ -160,7 +160,7 @@ export const proxyFileSchema = z
     accessLog: z.boolean().default(false),
     meshUpstreamProtocol: z
       .enum(['http2', 'http1'], { message: 'want http2 or http1' })
-      .default('http2'),
+      .default('http1'),
     drain: zDuration.prefault(`${DEFAULT_DRAIN_MS}ms`),
     shutdownGrace: zDuration.prefault(`${DEFAULT_SHUTDOWN_GRACE_MS}ms`),
     initialFetchTimeout: zDuration.prefault(`${DEFAULT_INITIAL_FETCH_TIMEOUT_MS}ms`),

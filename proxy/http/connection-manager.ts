@@ -35,7 +35,7 @@ export interface HttpConnectionManagerOptions {
   readonly telemetry: ProxyTelemetry;
   /** This proxy's SPIFFE ID now (`By=` of x-forwarded-client-cert); '' before a certificate. */
   readonly localPrincipal: () => string;
-  /** What HTTP/1.1 traffic becomes between two Sail proxies over mesh mTLS (default http2). */
+  /** What HTTP/1.1 traffic becomes between two Sail proxies over mesh mTLS (default http1). */
   readonly meshUpstreamProtocol?: 'http2' | 'http1';
   /** Request body kept for retries (default 64 KiB); larger bodies are not retried. */
   readonly maxBufferedRequestBytes?: number;
@@ -100,7 +100,7 @@ export class DefaultHttpConnectionManager implements HttpConnectionManager, Exch
     this.clusters = opts.clusters;
     this.telemetry = opts.telemetry;
     this.localPrincipal = opts.localPrincipal;
-    this.meshUpstreamProtocol = opts.meshUpstreamProtocol ?? 'http2';
+    this.meshUpstreamProtocol = opts.meshUpstreamProtocol ?? 'http1';
     this.maxBufferedRequestBytes =
       opts.maxBufferedRequestBytes ?? DEFAULT_MAX_BUFFERED_REQUEST_BYTES;
     this.pools = new UpstreamPools(this.clusters, this.log);

@@ -151,6 +151,7 @@ describe('mesh: HTTP/1.1 → h2 over mTLS → HTTP/1.1 between two managers', ()
       routes: routesA,
       tls: tlsA,
       telemetry: new RecordingTelemetry('vm-a', SPIFFE_A),
+      manager: { meshUpstreamProtocol: 'http2' },
     });
     a1 = await Harness.start({
       clusters: [clusterA],
@@ -240,7 +241,7 @@ describe('mesh: HTTP/1.1 → h2 over mTLS → HTTP/1.1 between two managers', ()
     expect(await hashOf(a1.base)).not.toBe(beforeH1);
   });
 
-  it('speaks HTTP/1.1 over mTLS when meshUpstreamProtocol is http1', async () => {
+  it('speaks HTTP/1.1 over mTLS when meshUpstreamProtocol is http1 (the default)', async () => {
     const r = await runCurl([`${a1.base}/h1-mesh`]);
     const seen = JSON.parse(r.stdout.toString()) as OriginRequest;
     expect(seen.url).toBe('/h1-mesh');
