@@ -7,8 +7,8 @@
  *   nginx     client → nginx A → mTLS → nginx B → origin (bench/proxy-nginx.ts)
  *   sail      client → `sail proxy` A → mTLS → `sail proxy` B → origin (explicit mode, config
  *             from a real in-process control plane, B registered as a workload)
- *   sail-h1   the same with `meshUpstreamProtocol: http1` between the proxies (when the proxy
- *             has that option; the default lets A speak HTTP/2 to B)
+ *             (the default `meshUpstreamProtocol: http1`: pooled HTTP/1.1 over mTLS between them)
+ *   sail-h2   the same with `meshUpstreamProtocol: http2`: multiplexed HTTP/2 between the proxies
  * The origin is one nginx worker answering `return 200` with a BENCH_BODY-byte body (1 kB).
  *
  * Cores: the origin and the load generator share core 0; the two proxies of a pair share core 1
@@ -65,7 +65,7 @@ const RATE_CONNECTIONS = env('BENCH_RATE_CONNECTIONS', 10);
 const MAX_DURATION_S = env('BENCH_MAX_DURATION', 10);
 const MAX_CONNECTIONS = env('BENCH_CONNECTIONS', 16);
 const BODY_BYTES = env('BENCH_BODY', 1024);
-const SETUPS = (process.env.BENCH_SETUPS ?? 'direct,nginx,sail,sail-h1').split(',');
+const SETUPS = (process.env.BENCH_SETUPS ?? 'direct,nginx,sail,sail-h2').split(',');
 const LOAD_CORE = 0;
 const PROXY_CORE = 1;
 
@@ -580,8 +580,8 @@ async function main(): Promise<void> {
           };
         else if (name === 'nginx') setup = await startNginxPair(ctx);
         else if (name === 'sail') setup = await startSailPair(ctx, name, {});
-        else if (name === 'sail-h1')
-          setup = await startSailPair(ctx, name, { meshUpstreamProtocol: 'http1' });
+        else if (name === 'sail-h2')
+          setup = await startSailPair(ctx, name, { meshUpstreamProtocol: 'http2' });
         else throw new Error(`unknown setup ${name}`);
       } catch (err) {
         console.log(`setup ${name} skipped: ${err instanceof Error ? err.message : String(err)}`);
