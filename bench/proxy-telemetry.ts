@@ -10,6 +10,7 @@ import { performance } from 'node:perf_hooks';
 import { silentLogger } from '../common/logging';
 import { createRegistry, prom, renderMetrics } from '../common/metrics';
 import { IstioTelemetry, TrafficLabeler } from '../proxy';
+import { labelValues } from '../proxy/telemetry/series';
 import type { RequestRecord } from '../proxy/types';
 
 const RECORDS = Number(process.env.BENCH_RECORDS ?? 2_000_000);
@@ -127,22 +128,7 @@ async function main(): Promise<void> {
       if (!ch) {
         const l = r.labels;
         const values: Record<string, string> = {
-          reporter: l.reporter,
-          source_workload: l.sourceWorkload,
-          source_workload_namespace: l.sourceWorkloadNamespace,
-          source_principal: l.sourcePrincipal,
-          source_app: l.sourceApp,
-          source_version: l.sourceVersion,
-          source_cluster: 'unknown',
-          destination_workload: l.destinationWorkload,
-          destination_workload_namespace: l.destinationWorkloadNamespace,
-          destination_principal: l.destinationPrincipal,
-          destination_app: l.destinationApp,
-          destination_version: l.destinationVersion,
-          destination_service: l.destinationService,
-          destination_service_name: l.destinationServiceName,
-          destination_service_namespace: l.destinationServiceNamespace,
-          destination_cluster: l.destinationCluster,
+          ...labelValues(l),
           request_protocol: r.requestProtocol,
           response_code: String(r.responseCode),
           grpc_response_status: r.grpcResponseStatus,

@@ -6,13 +6,13 @@
 import * as fs from 'node:fs';
 import * as net from 'node:net';
 import * as path from 'node:path';
-import { writeFileSetAtomic } from '../common/fs';
 import { serverCredentials, StaticCertificateProvider } from '../common/grpc';
 import { LogCapture } from '../test/helpers/log-capture';
 import { freePort } from '../test/helpers/sail-process';
 import { TestCa } from '../test/helpers/test-ca';
 import { makeTmpDir } from '../test/helpers/tmp-dir';
 import { waitFor } from '../test/helpers/wait-for';
+import { writeWorkloadIdentity } from '../test/helpers/workload-identity';
 import { StartAbortedError } from './errors';
 import type { ProxyOptions } from './options';
 import { Proxy } from './proxy';
@@ -21,21 +21,6 @@ import { FakeAdsServer } from './xds/fake-ads-server';
 const TD = 'cluster.local';
 const WORKLOAD_ID = `spiffe://${TD}/ns/default/sa/web`;
 const NODE_ID = 'sidecar~127.0.0.1~vm-1.default~default.svc.cluster.local';
-
-async function writeIdentity(ca: TestCa, dir: string): Promise<void> {
-  const now = Date.now();
-  const id = await ca.issueWorkloadCert({
-    node: 'vm-1',
-    spiffeId: WORKLOAD_ID,
-    notBeforeMs: now - 60_000,
-    notAfterMs: now + 3600_000,
-  });
-  await writeFileSetAtomic(dir, [
-    { name: 'cert-chain.pem', data: id.certChainPem, mode: 0o644 },
-    { name: 'key.pem', data: id.keyPem, mode: 0o600 },
-    { name: 'root-cert.pem', data: ca.rootPem, mode: 0o644 },
-  ]);
-}
 
 async function get(address: string, urlPath: string): Promise<{ status: number; text: string }> {
   const res = await fetch(`http://${address}${urlPath}`);
@@ -238,7 +223,7 @@ describe('Proxy', () => {
       });
 
     it('becomes ready over mTLS to pilot, binds, proxies and reports', async () => {
-      await writeIdentity(ca, path.join(tmp.dir, 'certs'));
+      await writeWorkloadIdentity(ca, path.join(tmp.dir, 'certs'), WORKLOAD_ID);
       const proxy = newProxy({ pilotAddress: pilot.address });
       await proxy.start();
       await proxy.whenReady();
@@ -288,7 +273,7 @@ describe('Proxy', () => {
     });
 
     it('serves its last-known-good configuration when pilot is down at start', async () => {
-      await writeIdentity(ca, path.join(tmp.dir, 'certs'));
+      await writeWorkloadIdentity(ca, path.join(tmp.dir, 'certs'), WORKLOAD_ID);
       const first = newProxy({ pilotAddress: pilot.address });
       await first.start();
       await first.whenReady();
@@ -307,7 +292,7 @@ describe('Proxy', () => {
       const proxy = newProxy({ pilotAddress: pilot.address });
       await proxy.start();
       expect((await get(proxy.adminAddress!, '/ready')).text).toContain('no workload certificate');
-      await writeIdentity(ca, path.join(tmp.dir, 'certs'));
+      await writeWorkloadIdentity(ca, path.join(tmp.dir, 'certs'), WORKLOAD_ID);
       await proxy.reloadCertificates();
       // xDS reconnects with the certificate after its backoff (1 s at first).
       await proxy.whenReady();
@@ -315,7 +300,7 @@ describe('Proxy', () => {
     });
 
     it('reports DRAINING while closing and drains open connections', async () => {
-      await writeIdentity(ca, path.join(tmp.dir, 'certs'));
+      await writeWorkloadIdentity(ca, path.join(tmp.dir, 'certs'), WORKLOAD_ID);
       const proxy = newProxy({ pilotAddress: pilot.address });
       await proxy.start();
       await proxy.whenReady();

@@ -70,18 +70,10 @@ function onIgnoredError(): void {
  * Serves HTTP/1.1, HTTP/2 (h2c and h2 over TLS), gRPC and WebSocket on connections handed over
  * by the listeners. `drain()` stops new requests; `close()` releases everything at once.
  */
-export class DefaultHttpConnectionManager implements HttpConnectionManager, ExchangeEnv {
-  readonly log: Logger;
-  readonly clock: Clock;
-  readonly config: ConfigHolder;
-  readonly clusters: ClusterManager;
-  readonly telemetry: ProxyTelemetry;
-  readonly pools: UpstreamPools;
-  readonly localPrincipal: () => string;
-  readonly meshUpstreamProtocol: 'http1' | 'http2';
-  readonly maxBufferedRequestBytes: number;
-  /** Set by drain(): no new connections, HTTP/1.1 responses close their connection. */
-  draining = false;
+export class DefaultHttpConnectionManager implements HttpConnectionManager {
+  /** What every exchange shares; `draining` is set by drain(): no new connections, HTTP/1.1
+   * responses close their connection. */
+  private readonly env: ExchangeEnv & { draining: boolean };
 
   private readonly h1: http.Server;
   private readonly h2: http2.Http2Server;
@@ -94,16 +86,19 @@ export class DefaultHttpConnectionManager implements HttpConnectionManager, Exch
   private closed = false;
 
   constructor(opts: HttpConnectionManagerOptions) {
-    this.log = opts.logger.child({ component: 'proxy', subsystem: 'http' });
-    this.clock = opts.clock ?? systemClock;
-    this.config = opts.config;
-    this.clusters = opts.clusters;
-    this.telemetry = opts.telemetry;
-    this.localPrincipal = opts.localPrincipal;
-    this.meshUpstreamProtocol = opts.meshUpstreamProtocol ?? 'http1';
-    this.maxBufferedRequestBytes =
-      opts.maxBufferedRequestBytes ?? DEFAULT_MAX_BUFFERED_REQUEST_BYTES;
-    this.pools = new UpstreamPools(this.clusters, this.log);
+    const log = opts.logger.child({ component: 'proxy', subsystem: 'http' });
+    this.env = {
+      log,
+      clock: opts.clock ?? systemClock,
+      config: opts.config,
+      clusters: opts.clusters,
+      telemetry: opts.telemetry,
+      pools: new UpstreamPools(opts.clusters, log),
+      localPrincipal: opts.localPrincipal,
+      meshUpstreamProtocol: opts.meshUpstreamProtocol ?? 'http1',
+      maxBufferedRequestBytes: opts.maxBufferedRequestBytes ?? DEFAULT_MAX_BUFFERED_REQUEST_BYTES,
+      draining: false,
+    };
 
     this.h1 = http.createServer({
       keepAliveTimeout: KEEP_ALIVE_TIMEOUT_MS,
@@ -145,7 +140,7 @@ export class DefaultHttpConnectionManager implements HttpConnectionManager, Exch
   handle(socket: net.Socket, handler: HttpHandler, ctx: DownstreamContext): void {
     const s = socket as TaggedSocket;
     s.on('error', onIgnoredError);
-    if (this.draining || this.closed) {
+    if (this.env.draining || this.closed) {
       s.destroy();
       return;
     }
@@ -244,7 +239,7 @@ export class DefaultHttpConnectionManager implements HttpConnectionManager, Exch
         // The session is already closing; nothing to tune.
       }
     });
-    if (this.draining) session.close();
+    if (this.env.draining) session.close();
   }
 
   private onH2Stream(
@@ -261,7 +256,7 @@ export class DefaultHttpConnectionManager implements HttpConnectionManager, Exch
     const endStream = (flags & http2.constants.NGHTTP2_FLAG_END_STREAM) !== 0;
     const down = new H2Downstream(stream, headers as HeaderMap, endStream, conn.scheme);
     const expect = headers.expect === '100-continue';
-    new Exchange(this, conn, down, expect).start();
+    new Exchange(this.env, conn, down, expect).start();
   }
 
   private onH1Request(req: http.IncomingMessage, res: http.ServerResponse, expect: boolean): void {
@@ -271,7 +266,7 @@ export class DefaultHttpConnectionManager implements HttpConnectionManager, Exch
       return;
     }
     const down = new H1Downstream(req, res, conn.scheme);
-    new Exchange(this, conn, down, expect).start();
+    new Exchange(this.env, conn, down, expect).start();
   }
 
   private onH1Upgrade(req: http.IncomingMessage, socket: net.Socket, head: Buffer): void {
@@ -280,12 +275,12 @@ export class DefaultHttpConnectionManager implements HttpConnectionManager, Exch
       socket.destroy();
       return;
     }
-    handleUpgrade(this, conn, req, socket, head);
+    handleUpgrade(this.env, conn, req, socket, head);
   }
 
   private onClientError(err: Error & { code?: string }, socket: net.Socket): void {
-    if (this.log.isLevelEnabled('debug')) {
-      this.log.debug({ err, code: err.code }, 'Malformed HTTP/1.1 request');
+    if (this.env.log.isLevelEnabled('debug')) {
+      this.env.log.debug({ err, code: err.code }, 'Malformed HTTP/1.1 request');
     }
     // Node's default answer, which a 'clientError' listener replaces.
     if (socket.writable && err.code !== 'ECONNRESET') {
@@ -301,7 +296,7 @@ export class DefaultHttpConnectionManager implements HttpConnectionManager, Exch
    * `graceMs`, when the rest is destroyed.
    */
   async drain(graceMs: number): Promise<void> {
-    this.draining = true;
+    this.env.draining = true;
     for (const session of this.h2Sessions) session.close();
     for (const s of this.sockets) {
       const conn = s[kConn];
@@ -312,7 +307,7 @@ export class DefaultHttpConnectionManager implements HttpConnectionManager, Exch
       const idle = new Promise<void>(resolve => {
         this.idleWaiters.push(resolve);
       });
-      await Promise.race([idle, this.clock.sleep(graceMs, ac.signal).catch(() => undefined)]);
+      await Promise.race([idle, this.env.clock.sleep(graceMs, ac.signal).catch(() => undefined)]);
       ac.abort();
     }
     for (const s of this.sockets) s.destroy();
@@ -328,7 +323,7 @@ export class DefaultHttpConnectionManager implements HttpConnectionManager, Exch
 
   /** See {@link HttpConnectionManager.retireUpstreamConnections}. */
   retireUpstreamConnections(): void {
-    this.pools.retireAll();
+    this.env.pools.retireAll();
   }
 
   /**
@@ -338,10 +333,10 @@ export class DefaultHttpConnectionManager implements HttpConnectionManager, Exch
   close(): Promise<void> {
     if (this.closed) return Promise.resolve();
     this.closed = true;
-    this.draining = true;
+    this.env.draining = true;
     for (const s of this.sockets) s.destroy();
     for (const session of this.h2Sessions) session.destroy();
-    this.pools.close();
+    this.env.pools.close();
     return Promise.resolve();
   }
 }

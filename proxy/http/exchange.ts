@@ -23,9 +23,11 @@ import {
   type ClusterManager,
   type ConfigHolder,
   type DownstreamContext,
+  type Labeler,
   PEER_METADATA_HEADER,
   type PeerMetadata,
   type ProxyTelemetry,
+  type TrafficLabels,
   type UpstreamCluster,
   type UpstreamHost,
   type UpstreamOutcome,
@@ -154,6 +156,27 @@ export class ConnState {
         : null;
     }
     return this.xfcc ?? undefined;
+  }
+
+  /**
+   * The labels of one request on this connection: inbound ones name the peer that called us,
+   * outbound ones the cluster we called (`mtls` and `peerMeta` come from the upstream hop).
+   */
+  requestLabels(
+    labeler: Labeler,
+    clusterName: string,
+    mtls: boolean,
+    peerMeta: PeerMetadata | undefined,
+  ): TrafficLabels {
+    const ctx = this.ctx;
+    return ctx.direction === 'inbound'
+      ? labeler.inbound(
+          ctx.originalDst,
+          ctx.tls?.peer,
+          peerMeta,
+          ctx.connectionSecurity === 'mutual_tls',
+        )
+      : labeler.outbound(clusterName, ctx.originalDst, mtls, peerMeta);
   }
 }
 
@@ -1035,22 +1058,13 @@ export class Exchange implements UpstreamListener {
     const body = this.down.body as Tagged;
     body[kExchange] = undefined;
     const env = this.env;
-    const ctx = this.conn.ctx;
     try {
-      const labels =
-        ctx.direction === 'inbound'
-          ? env.telemetry.labels.inbound(
-              ctx.originalDst,
-              ctx.tls?.peer,
-              this.peerMeta,
-              ctx.connectionSecurity === 'mutual_tls',
-            )
-          : env.telemetry.labels.outbound(
-              this.clusterName,
-              ctx.originalDst,
-              this.mtls,
-              this.peerMeta,
-            );
+      const labels = this.conn.requestLabels(
+        env.telemetry.labels,
+        this.clusterName,
+        this.mtls,
+        this.peerMeta,
+      );
       const down = this.down;
       env.telemetry.recordRequest({
         labels,

@@ -2,16 +2,12 @@ import * as crypto from 'node:crypto';
 import * as fs from 'node:fs';
 import * as http from 'node:http';
 import * as path from 'node:path';
-import { silentLogger } from '../../common/logging';
 import { makeTmpDir } from '../../test/helpers/tmp-dir';
 import { waitFor } from '../../test/helpers/wait-for';
-import { DefaultClusterManager } from '../upstream';
-import { DefaultHttpConnectionManager } from './connection-manager';
 import {
   EchoOrigin,
-  NO_TLS,
+  Harness,
   RecordingTelemetry,
-  TestConfig,
   TestListener,
   type OriginRequest,
   httpHandler,
@@ -30,33 +26,21 @@ describe('HTTP/1.1 through the connection manager', () => {
   const origin = new EchoOrigin();
   const telemetry = new RecordingTelemetry();
   const tmp = makeTmpDir('sail-http1-');
-  let clusters: DefaultClusterManager;
-  let manager: DefaultHttpConnectionManager;
-  let listener: TestListener;
+  let h: Harness;
   let base: string;
 
   beforeAll(async () => {
     await origin.start();
-    const config = new TestConfig([staticCluster(CLUSTER, [origin.port])]);
-    clusters = new DefaultClusterManager({ logger: silentLogger(), tls: NO_TLS });
-    clusters.update(config.current);
-    manager = new DefaultHttpConnectionManager({
-      logger: silentLogger(),
-      config,
-      clusters,
+    h = await Harness.start({
+      clusters: [staticCluster(CLUSTER, [origin.port])],
+      routes: table('80', [vhost('echo', ['*'], [route(routeTo(CLUSTER), { name: 'default' })])]),
       telemetry,
-      localPrincipal: () => '',
     });
-    const rt = table('80', [vhost('echo', ['*'], [route(routeTo(CLUSTER), { name: 'default' })])]);
-    listener = new TestListener(manager, httpHandler(rt));
-    await listener.start();
-    base = `http://127.0.0.1:${String(listener.port)}`;
+    base = h.base;
   });
 
   afterAll(async () => {
-    await listener.close();
-    await manager.close();
-    clusters.close();
+    await h.close();
     await origin.close();
     tmp.cleanup();
   });
@@ -170,7 +154,7 @@ describe('HTTP/1.1 through the connection manager', () => {
 
   it('answers 404 NR when no route matches', async () => {
     const rt = table('none', [vhost('only', ['only.example'], [route(routeTo(CLUSTER))])]);
-    const l = new TestListener(manager, httpHandler(rt));
+    const l = new TestListener(h.manager, httpHandler(rt));
     await l.start();
     try {
       const r = await runCurl(['-i', `http://127.0.0.1:${String(l.port)}/`]);
@@ -185,7 +169,7 @@ describe('HTTP/1.1 through the connection manager', () => {
   it('answers 400 to a malformed request and keeps serving', async () => {
     const net = await import('node:net');
     const reply = await new Promise<string>((resolve, reject) => {
-      const s = net.connect(listener.port, '127.0.0.1', () => s.write('GARBAGE\r\n\r\n'));
+      const s = net.connect(h.listener.port, '127.0.0.1', () => s.write('GARBAGE\r\n\r\n'));
       let got = '';
       s.on('data', (d: Buffer) => (got += d.toString()));
       s.on('close', () => resolve(got));

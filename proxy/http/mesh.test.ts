@@ -10,13 +10,15 @@ import * as tls from 'node:tls';
 import { silentLogger } from '../../common/logging';
 import { TestCa } from '../../test/helpers/test-ca';
 import { makeTmpDir } from '../../test/helpers/tmp-dir';
-import type { DownstreamTls, TransportChoice } from '../model';
-import { FileTlsProvider, serverSocketOptions } from '../tls';
+import { startWorkloadTls, writeWorkloadIdentity } from '../../test/helpers/workload-identity';
+import type { DownstreamTls } from '../model';
+import { type FileTlsProvider, serverSocketOptions } from '../tls';
 import { DefaultClusterManager } from '../upstream';
 import { DefaultHttpConnectionManager } from './connection-manager';
 import {
   EchoOrigin,
   Harness,
+  MESH_TRANSPORT,
   type OriginRequest,
   RecordingTelemetry,
   TestConfig,
@@ -42,43 +44,6 @@ const MESH_SERVER_TLS: DownstreamTls = {
   alpn: [],
 };
 
-const MESH_TRANSPORT: TransportChoice = {
-  name: 'tlsMode-istio',
-  match: {},
-  tls: {
-    certificate: { kind: 'sds', name: 'default' },
-    validation: { trust: { kind: 'sds', name: 'ROOTCA' }, sanMatchers: [] },
-    alpn: ['istio-peer-exchange', 'istio'],
-    mesh: true,
-  },
-};
-
-async function provider(
-  ca: TestCa,
-  dir: string,
-  node: string,
-  spiffeId: string,
-): Promise<FileTlsProvider> {
-  const now = Date.now();
-  const cert = await ca.issueWorkloadCert({
-    node,
-    spiffeId,
-    notBeforeMs: now - 60_000,
-    notAfterMs: now + 3600_000,
-  });
-  fs.mkdirSync(dir, { recursive: true });
-  fs.writeFileSync(path.join(dir, 'cert-chain.pem'), cert.certChainPem);
-  fs.writeFileSync(path.join(dir, 'key.pem'), cert.keyPem);
-  fs.writeFileSync(path.join(dir, 'root-cert.pem'), ca.rootPem);
-  const p = new FileTlsProvider({
-    logger: silentLogger(),
-    certsDir: dir,
-    trustDomain: 'cluster.local',
-  });
-  await p.start();
-  return p;
-}
-
 describe('mesh: HTTP/1.1 → h2 over mTLS → HTTP/1.1 between two managers', () => {
   const tmp = makeTmpDir('sail-mesh-');
   const origin = new EchoOrigin();
@@ -97,8 +62,12 @@ describe('mesh: HTTP/1.1 → h2 over mTLS → HTTP/1.1 between two managers', ()
 
   beforeAll(async () => {
     ca = await TestCa.create();
-    tlsA = await provider(ca, path.join(tmp.dir, 'a'), 'vm-a', SPIFFE_A);
-    tlsB = await provider(ca, path.join(tmp.dir, 'b'), 'vm-b', SPIFFE_B);
+    ({ provider: tlsA } = await startWorkloadTls(ca, path.join(tmp.dir, 'a'), SPIFFE_A, {
+      node: 'vm-a',
+    }));
+    ({ provider: tlsB } = await startWorkloadTls(ca, path.join(tmp.dir, 'b'), SPIFFE_B, {
+      node: 'vm-b',
+    }));
     await origin.start();
 
     // B: inbound sidecar. TLS is terminated here as the listeners would; no ALPN is offered, so
@@ -220,16 +189,7 @@ describe('mesh: HTTP/1.1 → h2 over mTLS → HTTP/1.1 between two managers', ()
     };
     const before = await hashOf(a.base);
     const beforeH1 = await hashOf(a1.base);
-    const now = Date.now();
-    const next = await ca.issueWorkloadCert({
-      node: 'vm-a',
-      spiffeId: SPIFFE_A,
-      notBeforeMs: now - 60_000,
-      notAfterMs: now + 7200_000,
-    });
-    const dir = path.join(tmp.dir, 'a');
-    fs.writeFileSync(path.join(dir, 'key.pem'), next.keyPem);
-    fs.writeFileSync(path.join(dir, 'cert-chain.pem'), next.certChainPem);
+    await writeWorkloadIdentity(ca, path.join(tmp.dir, 'a'), SPIFFE_A, { node: 'vm-a' });
     await tlsA.reload();
     // The pooled connections still carry the old certificate until they are retired.
     expect(await hashOf(a.base)).toBe(before);

@@ -52,6 +52,12 @@ const PATH_PREFIX = 0;
 const PATH_EXACT = 1;
 const PATH_REGEX = 2;
 const PATH_SEPARATED = 3;
+/** The integer of each path match kind that carries a string `value`. */
+const VALUE_PATH_KINDS: Readonly<Record<'prefix' | 'path' | 'pathSeparatedPrefix', number>> = {
+  prefix: PATH_PREFIX,
+  path: PATH_EXACT,
+  pathSeparatedPrefix: PATH_SEPARATED,
+};
 
 /** A route with everything the data path needs precomputed. */
 export interface CompiledRoute {
@@ -125,26 +131,15 @@ function toJsSubstitution(s: string): string {
 
 function compileRoute(route: Route, vhost: VirtualHost): CompiledRoute {
   const m = route.match;
-  let pathKind = PATH_PREFIX;
+  let pathKind: number;
   let pathValue = '';
   let pathRegex: RegExp | undefined;
-  switch (m.path.kind) {
-    case 'prefix':
-      pathKind = PATH_PREFIX;
-      pathValue = m.path.value;
-      break;
-    case 'path':
-      pathKind = PATH_EXACT;
-      pathValue = m.path.value;
-      break;
-    case 'pathSeparatedPrefix':
-      pathKind = PATH_SEPARATED;
-      pathValue = m.path.value;
-      break;
-    case 'regex':
-      pathKind = PATH_REGEX;
-      pathRegex = m.path.regex;
-      break;
+  if (m.path.kind === 'regex') {
+    pathKind = PATH_REGEX;
+    pathRegex = m.path.regex;
+  } else {
+    pathKind = VALUE_PATH_KINDS[m.path.kind];
+    pathValue = m.path.value;
   }
   if (!m.caseSensitive) pathValue = pathValue.toLowerCase();
   const action = route.action;

@@ -169,6 +169,18 @@ export function staticCluster(
   };
 }
 
+/** Istio's mesh mTLS toward a Sail (or Envoy) sidecar: SDS `default` + `ROOTCA`, peer exchange ALPN. */
+export const MESH_TRANSPORT: TransportChoice = {
+  name: 'tlsMode-istio',
+  match: {},
+  tls: {
+    certificate: { kind: 'sds', name: 'default' },
+    validation: { trust: { kind: 'sds', name: 'ROOTCA' }, sanMatchers: [] },
+    alpn: ['istio-peer-exchange', 'istio'],
+    mesh: true,
+  },
+};
+
 /** A ConfigHolder whose configuration tests replace. */
 export class TestConfig implements ConfigHolder {
   current: ProxyConfig;
@@ -177,10 +189,14 @@ export class TestConfig implements ConfigHolder {
     this.current = TestConfig.make(clusters, routes);
   }
 
-  static make(clusters: Cluster[], routes: RouteTable[] = []): ProxyConfig {
+  static make(
+    clusters: Cluster[],
+    routes: RouteTable[] = [],
+    listeners: Listener[] = [],
+  ): ProxyConfig {
     return {
       versions: { clusters: '1', endpoints: '1', listeners: '1', routes: '1' },
-      listeners: new Map(),
+      listeners: new Map(listeners.map(l => [l.name, l])),
       routes: new Map(routes.map(r => [r.name, r])),
       clusters: new Map(clusters.map(c => [c.name, c])),
       endpoints: new Map(),
@@ -262,21 +278,15 @@ export function contextFor(
   };
 }
 
-/** A loopback listener handing each connection to `http` with `handler` (the listeners' job). */
-export class TestListener {
-  private readonly server: net.Server;
+/** A server on 127.0.0.1:0 that destroys the connections it accepted when it closes. */
+abstract class LoopbackServer {
   private readonly sockets = new Set<net.Socket>();
   port = 0;
 
-  constructor(
-    http: HttpConnectionManager,
-    handler: HttpHandler,
-    more: (socket: net.Socket) => Partial<DownstreamContext> = () => ({}),
-  ) {
-    this.server = net.createServer(socket => {
-      this.sockets.add(socket);
-      socket.once('close', () => this.sockets.delete(socket));
-      http.handle(socket, handler, contextFor(socket, handler, more(socket)));
+  protected constructor(private readonly server: net.Server) {
+    server.on('connection', (s: net.Socket) => {
+      this.sockets.add(s);
+      s.once('close', () => this.sockets.delete(s));
     });
   }
 
@@ -289,6 +299,21 @@ export class TestListener {
   async close(): Promise<void> {
     for (const s of this.sockets) s.destroy();
     await new Promise<void>(resolve => this.server.close(() => resolve()));
+  }
+}
+
+/** A loopback listener handing each connection to `http` with `handler` (the listeners' job). */
+export class TestListener extends LoopbackServer {
+  constructor(
+    http: HttpConnectionManager,
+    handler: HttpHandler,
+    more: (socket: net.Socket) => Partial<DownstreamContext> = () => ({}),
+  ) {
+    super(
+      net.createServer(socket => {
+        http.handle(socket, handler, contextFor(socket, handler, more(socket)));
+      }),
+    );
   }
 }
 
@@ -351,22 +376,16 @@ export function patternBytes(n: number): Buffer {
  * - anything else: JSON of what it received (method, url, headers, body size and sha256).
  * Every request is recorded in `requests`; `onRequest` may take over a request.
  */
-export class EchoOrigin {
+export class EchoOrigin extends LoopbackServer {
   readonly requests: OriginRequest[] = [];
   onRequest: ((req: AnyReq, res: AnyRes) => boolean) | undefined;
-  private readonly server: http.Server | http2.Http2Server;
   private readonly held: AnyRes[] = [];
-  private readonly sockets = new Set<net.Socket>();
-  port = 0;
 
   constructor(opts: { h2?: boolean } = {}) {
-    const handler = (req: AnyReq, res: AnyRes): void => {
+    const server = opts.h2 ? http2.createServer() : http.createServer();
+    super(server);
+    server.on('request', (req: AnyReq, res: AnyRes) => {
       this.serve(req, res);
-    };
-    this.server = opts.h2 ? http2.createServer(handler) : http.createServer(handler);
-    this.server.on('connection', (s: net.Socket) => {
-      this.sockets.add(s);
-      s.once('close', () => this.sockets.delete(s));
     });
   }
 
@@ -426,17 +445,6 @@ export class EchoOrigin {
   /** Ends every `/hold` response. */
   release(): void {
     for (const r of this.held.splice(0)) (r as http.ServerResponse).end('last\n');
-  }
-
-  async start(): Promise<number> {
-    await new Promise<void>(resolve => this.server.listen(0, '127.0.0.1', resolve));
-    this.port = (this.server.address() as net.AddressInfo).port;
-    return this.port;
-  }
-
-  async close(): Promise<void> {
-    for (const s of this.sockets) s.destroy();
-    await new Promise<void>(resolve => this.server.close(() => resolve()));
   }
 }
 

@@ -201,23 +201,14 @@ class Tunnel {
     if (this.recorded) return;
     this.recorded = true;
     const env = this.env;
-    const ctx = this.conn.ctx;
     const up = this.upstream;
     try {
-      const labels =
-        ctx.direction === 'inbound'
-          ? env.telemetry.labels.inbound(
-              ctx.originalDst,
-              ctx.tls?.peer,
-              this.peerMeta,
-              ctx.connectionSecurity === 'mutual_tls',
-            )
-          : env.telemetry.labels.outbound(
-              this.clusterName,
-              ctx.originalDst,
-              this.mtls,
-              this.peerMeta,
-            );
+      const labels = this.conn.requestLabels(
+        env.telemetry.labels,
+        this.clusterName,
+        this.mtls,
+        this.peerMeta,
+      );
       env.telemetry.recordRequest({
         labels,
         requestProtocol: 'http',

@@ -1,18 +1,19 @@
 import * as crypto from 'node:crypto';
 import * as net from 'node:net';
 import * as tls from 'node:tls';
-import { writeFileSetAtomic } from '../../common/fs';
 import { LogCapture } from '../../test/helpers/log-capture';
 import { TestCa } from '../../test/helpers/test-ca';
 import { makeTmpDir } from '../../test/helpers/tmp-dir';
 import { waitFor } from '../../test/helpers/wait-for';
+import { startWorkloadTls } from '../../test/helpers/workload-identity';
 import type { FilterChain, Listener, ProxyConfig, SocketAddress } from '../model';
 import { PASSTHROUGH_CLUSTER } from '../model';
 import { isNativeAddonAvailable } from '../native';
 import type { TrafficOptions } from '../options';
 import { compileListener } from '../config/compile';
+import { TestConfig } from '../http/testing';
 import sample from '../testdata/sidecar-sample.json';
-import { FileTlsProvider } from '../tls';
+import type { FileTlsProvider } from '../tls';
 import {
   ListenerManager,
   type ListenerManagerOptions,
@@ -21,13 +22,17 @@ import {
 } from './listener-manager';
 import {
   chain,
+  connect,
+  freePort,
   httpHandler,
   ISTIO_ALPN,
   listener,
   MESH_DOWNSTREAM_TLS,
   RecordingHttp,
+  readAll,
   RecordingTelemetry,
   tcpHandler,
+  tcpServer,
   TestClusters,
 } from './testing';
 
@@ -44,59 +49,11 @@ afterEach(async () => {
   while (closers.length) await closers.pop()!();
 });
 
-/** A port that was free a moment ago (explicit listeners bind the port the config names). */
-async function freePort(): Promise<number> {
-  const s = net.createServer();
-  await new Promise<void>(resolve => s.listen(0, '127.0.0.1', resolve));
-  const { port } = s.address() as net.AddressInfo;
-  await new Promise(resolve => s.close(resolve));
-  return port;
-}
-
-/** A TCP server on 127.0.0.1:0 running `onConnection`; closed after the test. */
-async function tcpServer(onConnection: (s: net.Socket) => void): Promise<number> {
-  const sockets = new Set<net.Socket>();
-  const server = net.createServer({ allowHalfOpen: true }, s => {
-    sockets.add(s);
-    s.on('close', () => sockets.delete(s));
-    s.on('error', () => s.destroy());
-    onConnection(s);
-  });
-  await new Promise<void>(resolve => server.listen(0, '127.0.0.1', resolve));
-  closers.push(async () => {
-    for (const s of sockets) s.destroy();
-    await new Promise(resolve => server.close(resolve));
-  });
-  return (server.address() as net.AddressInfo).port;
-}
-
 /** Echoes every byte and half-closes when the client does. */
-const echoServer = () => tcpServer(s => s.pipe(s));
+const echoServer = () => tcpServer(closers, s => s.pipe(s));
 
 /** Speaks first (`greeting`), then closes. */
-const greeterServer = (greeting: string) => tcpServer(s => s.end(greeting));
-
-/** A connected client (allowHalfOpen, so it can keep sending after the server's FIN). */
-async function connect(port: number, host = '127.0.0.1'): Promise<net.Socket> {
-  const c = net.connect({ port, host, allowHalfOpen: true });
-  closers.push(() => c.destroy());
-  await new Promise<void>((resolve, reject) => {
-    c.once('connect', resolve).once('error', reject);
-  });
-  return c;
-}
-
-/** Everything `socket` receives until it ends or closes. */
-function readAll(socket: net.Socket): Promise<Buffer> {
-  return new Promise(resolve => {
-    const chunks: Buffer[] = [];
-    socket.on('data', (d: Buffer) => chunks.push(d));
-    socket.on('error', () => undefined);
-    const done = () => resolve(Buffer.concat(chunks));
-    socket.once('end', done);
-    socket.once('close', done);
-  });
-}
+const greeterServer = (greeting: string) => tcpServer(closers, s => s.end(greeting));
 
 /** Sends `line` and waits for `expected` to come back. */
 async function roundTrip(socket: net.Socket, line: string): Promise<string> {
@@ -129,15 +86,7 @@ function closed(socket: net.Socket): Promise<void> {
 // ---------------------------------------------------------------------------------------------
 // Configuration and the manager
 
-function makeConfig(listeners: Listener[]): ProxyConfig {
-  return {
-    versions: { clusters: '1', endpoints: '1', listeners: '1', routes: '1' },
-    listeners: new Map(listeners.map(l => [l.name, l])),
-    routes: new Map(),
-    clusters: new Map(),
-    endpoints: new Map(),
-  };
-}
+const makeConfig = (listeners: Listener[]): ProxyConfig => TestConfig.make([], [], listeners);
 
 const EXPLICIT: TrafficOptions = {
   mode: 'explicit',
@@ -203,21 +152,14 @@ let clientId: { certChainPem: string; keyPem: string };
 beforeAll(async () => {
   ca = await TestCa.create({ trustDomain: TD });
   const now = Date.now();
-  const window = { notBeforeMs: now - 60_000, notAfterMs: now + 3600_000 };
-  const server = await ca.issueWorkloadCert({ node: 'vm-1', spiffeId: SERVER_ID, ...window });
-  clientId = await ca.issueWorkloadCert({ node: 'vm-2', spiffeId: CLIENT_ID, ...window });
-  const tmp = makeTmpDir();
-  await writeFileSetAtomic(tmp.dir, [
-    { name: 'cert-chain.pem', data: server.certChainPem, mode: 0o644 },
-    { name: 'key.pem', data: server.keyPem, mode: 0o600 },
-    { name: 'root-cert.pem', data: ca.rootPem, mode: 0o644 },
-  ]);
-  tlsProvider = new FileTlsProvider({
-    logger: new LogCapture('silent').logger,
-    certsDir: tmp.dir,
-    trustDomain: TD,
+  clientId = await ca.issueWorkloadCert({
+    node: 'vm-2',
+    spiffeId: CLIENT_ID,
+    notBeforeMs: now - 60_000,
+    notAfterMs: now + 3600_000,
   });
-  await tlsProvider.start();
+  const tmp = makeTmpDir();
+  ({ provider: tlsProvider } = await startWorkloadTls(ca, tmp.dir, SERVER_ID));
   afterAllClosers.push(async () => {
     await tlsProvider.close();
     tmp.cleanup();
@@ -396,7 +338,7 @@ describe('ListenerManager, explicit mode TCP proxy', () => {
     expect(address(h, `0.0.0.0_${port}`)).toEqual({ address: '127.0.0.1', port });
 
     const data = crypto.randomBytes(10 * 1024 * 1024);
-    const c = await connect(port);
+    const c = await connect(closers, port);
     const received = readAll(c);
     c.end(data);
     const got = await received;
@@ -423,7 +365,7 @@ describe('ListenerManager, explicit mode TCP proxy', () => {
     let serverGot = 0;
     let serverEnded!: () => void;
     const serverDone = new Promise<void>(resolve => (serverEnded = resolve));
-    const upstream = await tcpServer(s => {
+    const upstream = await tcpServer(closers, s => {
       s.end('hello');
       s.on('data', (d: Buffer) => (serverGot += d.length));
       s.on('end', () => serverEnded());
@@ -433,7 +375,7 @@ describe('ListenerManager, explicit mode TCP proxy', () => {
       makeConfig([outboundListener(port, [chain('c', {}, tcpHandler('c'))])]),
     );
     h.clusters.set('c', [{ address: '127.0.0.1', port: upstream }]);
-    const c = await connect(port);
+    const c = await connect(closers, port);
     const greeting = await new Promise<string>(resolve => {
       let got = '';
       c.on('data', (d: Buffer) => (got += d.toString()));
@@ -453,7 +395,7 @@ describe('ListenerManager, explicit mode TCP proxy', () => {
       makeConfig([outboundListener(port, [chain('c', {}, tcpHandler('empty'))])]),
     );
     h.clusters.set('empty', []);
-    const c = await connect(port);
+    const c = await connect(closers, port);
     expect((await readAll(c)).length).toBe(0);
     await waitFor(() => h.telemetry.closed.length === 1);
     expect(h.telemetry.closed[0]!.responseFlags).toBe('UH');
@@ -467,11 +409,11 @@ describe('ListenerManager, explicit mode TCP proxy', () => {
     const h = await harness(before);
     h.clusters.set('echo', [{ address: '127.0.0.1', port: echo }]);
     h.clusters.set('greeter', [{ address: '127.0.0.1', port: greeter }]);
-    const old = await connect(port);
+    const old = await connect(closers, port);
     expect(await roundTrip(old, 'ping')).toBe('ping');
 
     await h.push(makeConfig([outboundListener(port, [chain('c', {}, tcpHandler('greeter'))])]));
-    expect((await readAll(await connect(port))).toString()).toBe('greetings');
+    expect((await readAll(await connect(closers, port))).toString()).toBe('greetings');
     expect(await roundTrip(old, 'still echo')).toBe('still echo');
   });
 });
@@ -490,7 +432,7 @@ describe('ListenerManager, explicit mode inbound TLS', () => {
     m.write(REQUEST);
     expect((await mtlsResponse).toString()).toContain(`chain=inbound|${port}||-mtls`);
 
-    const p = await connect(port);
+    const p = await connect(closers, port);
     const plainResponse = readAll(p);
     p.write(REQUEST);
     expect((await plainResponse).toString()).toContain(`chain=inbound|${port}||`);
@@ -533,7 +475,7 @@ describe('ListenerManager, explicit mode inbound TLS', () => {
     const viaTls = readAll(m);
     m.write(REQUEST);
     expect((await viaTls).toString()).toContain('chain=inbound|9080||-mtls');
-    const p = await connect(port);
+    const p = await connect(closers, port);
     const viaPlain = readAll(p);
     p.write(REQUEST);
     expect((await viaPlain).toString()).toMatch(/chain=inbound\|9080\|\|$/);
@@ -547,7 +489,7 @@ describe('ListenerManager, explicit mode inbound TLS', () => {
     const port = await freePort();
     const h = await harness(makeConfig([virtualInbound(permissiveChains(port, true))]));
 
-    const p = await connect(port);
+    const p = await connect(closers, port);
     const plain = readAll(p);
     p.write(REQUEST);
     expect((await plain).length).toBe(0);
@@ -594,7 +536,7 @@ describe('ListenerManager, explicit mode inbound TLS', () => {
     const h = await harness(makeConfig([l]));
     h.clusters.set('greeter', [{ address: '127.0.0.1', port: greeter }]);
     const started = Date.now();
-    const c = await connect(port);
+    const c = await connect(closers, port);
     expect((await readAll(c)).toString()).toBe('220 smtp ready');
     expect(Date.now() - started).toBeGreaterThanOrEqual(SNIFF_TIMEOUT_MS - 50);
   });
@@ -616,14 +558,14 @@ describe('ListenerManager, capture mode', () => {
     expect([...h.manager.addresses().keys()]).toEqual(['virtualOutbound']);
 
     nextDst = { address: '10.0.0.5', port: 9080 };
-    const a = await connect(vport);
+    const a = await connect(closers, vport);
     expect(await roundTrip(a, 'to 9080')).toBe('to 9080');
     a.end();
     await waitFor(() => h.telemetry.closed.length === 1);
     expect(h.telemetry.closed[0]!.upstreamCluster).toBe('outbound|9080||echo');
 
     nextDst = { address: '127.0.0.1', port: echo };
-    const b = await connect(vport);
+    const b = await connect(closers, vport);
     expect(await roundTrip(b, 'passthrough')).toBe('passthrough');
     b.end();
     await waitFor(() => h.telemetry.closed.length === 2);
@@ -634,7 +576,7 @@ describe('ListenerManager, capture mode', () => {
 
     // Not redirected: the original destination is the listener itself.
     nextDst = undefined;
-    const c = await connect(vport);
+    const c = await connect(closers, vport);
     await closed(c);
     expect(h.manager.counters.loops).toBe(1);
   });
@@ -656,7 +598,7 @@ describe('ListenerManager, capture mode', () => {
 
     // The db service's VIP: 0.0.0.0_5432's chain for 10.96.0.5/32.
     nextDst = { address: '10.96.0.5', port: 5432 };
-    const a = await connect(vport);
+    const a = await connect(closers, vport);
     expect(await roundTrip(a, 'select 1')).toBe('select 1');
     a.end();
     await waitFor(() => h.telemetry.closed.length === 1);
@@ -665,13 +607,13 @@ describe('ListenerManager, capture mode', () => {
     // Port 5432 at another address: 0.0.0.0_5432's default chain passes it through to where it
     // was going (whether anything listens on 127.0.0.1:5432 here does not matter).
     nextDst = { address: '127.0.0.1', port: 5432 };
-    const b = await connect(vport);
+    const b = await connect(closers, vport);
     await waitFor(() => h.clusters.started.includes(`${PASSTHROUGH_CLUSTER} 127.0.0.1:5432`));
     b.destroy();
 
     // No listener for the port: virtualOutbound's default chain, PassthroughCluster.
     nextDst = { address: '127.0.0.1', port: echo };
-    const c = await connect(vport);
+    const c = await connect(closers, vport);
     expect(await roundTrip(c, 'direct')).toBe('direct');
     c.end();
     await waitFor(() => h.telemetry.closed.length === 3);
@@ -690,7 +632,7 @@ describe('ListenerManager, capture mode', () => {
         traffic: { mode: 'capture', outboundListen: '127.0.0.1:0', outboundBindHost: '127.0.0.1' },
       });
       h.clusters.set(PASSTHROUGH_CLUSTER, 'originalDst');
-      const c = await connect(address(h, 'virtualOutbound').port);
+      const c = await connect(closers, address(h, 'virtualOutbound').port);
       await closed(c);
       expect(h.manager.counters.loops).toBe(1);
     },
@@ -706,8 +648,8 @@ describe('ListenerManager updates', () => {
     const l3 = outboundListener(p3, [chain('c', {}, tcpHandler('echo'))]);
     const h = await harness(makeConfig([l1, l2]));
     h.clusters.set('echo', [{ address: '127.0.0.1', port: echo }]);
-    const onRemoved = await connect(p1);
-    const onKept = await connect(p2);
+    const onRemoved = await connect(closers, p1);
+    const onKept = await connect(closers, p2);
     expect(await roundTrip(onRemoved, 'a')).toBe('a');
     expect(await roundTrip(onKept, 'b')).toBe('b');
 
@@ -718,9 +660,9 @@ describe('ListenerManager updates', () => {
       [`0.0.0.0_${p2}`, `0.0.0.0_${p3}`].sort(),
     );
     // The removed listener accepts no more, but its connection works while draining.
-    await expect(connect(p1)).rejects.toMatchObject({ code: 'ECONNREFUSED' });
+    await expect(connect(closers, p1)).rejects.toMatchObject({ code: 'ECONNREFUSED' });
     expect(await roundTrip(onRemoved, 'c')).toBe('c');
-    expect(await roundTrip(await connect(p3), 'new')).toBe('new');
+    expect(await roundTrip(await connect(closers, p3), 'new')).toBe('new');
 
     await closed(onRemoved);
     expect(Date.now() - t0).toBeGreaterThanOrEqual(250);
@@ -751,12 +693,12 @@ describe('ListenerManager updates', () => {
       makeConfig([outboundListener(port, [chain('c', {}, tcpHandler('echo'))])]),
     );
     h.clusters.set('echo', [{ address: '127.0.0.1', port: echo }]);
-    const c = await connect(port);
+    const c = await connect(closers, port);
     expect(await roundTrip(c, 'x')).toBe('x');
     await h.manager.close();
     await closed(c);
     expect(h.manager.connectionCount).toBe(0);
-    await expect(connect(port)).rejects.toMatchObject({ code: 'ECONNREFUSED' });
+    await expect(connect(closers, port)).rejects.toMatchObject({ code: 'ECONNREFUSED' });
     // Idempotent.
     await h.manager.close();
   });

@@ -4,7 +4,6 @@
  * from the test CA, real cluster managers), plus peers that do not take part or break the framing.
  */
 import * as crypto from 'node:crypto';
-import * as fs from 'node:fs';
 import * as net from 'node:net';
 import * as path from 'node:path';
 import * as tls from 'node:tls';
@@ -12,10 +11,12 @@ import { LogCapture } from '../../test/helpers/log-capture';
 import { TestCa } from '../../test/helpers/test-ca';
 import { makeTmpDir } from '../../test/helpers/tmp-dir';
 import { waitFor } from '../../test/helpers/wait-for';
-import type { Cluster, Listener, ProxyConfig, TransportChoice } from '../model';
+import { startWorkloadTls } from '../../test/helpers/workload-identity';
+import { MESH_TRANSPORT, staticCluster, TestConfig } from '../http/testing';
+import type { ProxyConfig } from '../model';
 import type { TrafficOptions } from '../options';
 import { TrafficLabeler } from '../telemetry';
-import { FileTlsProvider } from '../tls';
+import type { FileTlsProvider } from '../tls';
 import {
   PEER_EXCHANGE_ALPN,
   type ProxyTelemetry,
@@ -35,11 +36,17 @@ import {
 } from './peer-exchange';
 import {
   chain,
+  type Closers,
+  connect,
+  freePort,
   ISTIO_ALPN,
   listener,
+  listenTracked,
   MESH_DOWNSTREAM_TLS,
+  readAll,
   RecordingHttp,
   tcpHandler,
+  tcpServer,
 } from './testing';
 
 // ---------------------------------------------------------------------------------------------
@@ -179,17 +186,6 @@ const SPIFFE_A = `spiffe://${TD}/ns/default/sa/a`;
 const SPIFFE_B = `spiffe://${TD}/ns/default/sa/b`;
 const OUT_CLUSTER = 'outbound|9000||db.default.svc.cluster.local';
 
-const MESH_TRANSPORT: TransportChoice = {
-  name: 'tlsMode-istio',
-  match: {},
-  tls: {
-    certificate: { kind: 'sds', name: 'default' },
-    validation: { trust: { kind: 'sds', name: 'ROOTCA' }, sanMatchers: [] },
-    alpn: ['istio-peer-exchange', 'istio'],
-    mesh: true,
-  },
-};
-
 const EXPLICIT: TrafficOptions = {
   mode: 'explicit',
   outboundBindHost: '127.0.0.1',
@@ -226,108 +222,24 @@ class MeshTelemetry implements ProxyTelemetry {
   }
 }
 
-function staticCluster(name: string, port: number, transports: TransportChoice[] = []): Cluster {
-  return {
-    name,
-    type: 'STATIC',
-    loadAssignment: {
-      clusterName: name,
-      endpoints: [
-        {
-          address: '127.0.0.1',
-          port,
-          weight: 1,
-          healthy: true,
-          locality: { region: '', zone: '', subZone: '' },
-          priority: 0,
-          transportMatch: {},
-        },
-      ],
-    },
-    lbPolicy: 'ROUND_ROBIN',
-    ringHash: { minimumRingSize: 1024, maximumRingSize: 8388608 },
-    connectTimeoutMs: 2_000,
-    circuitBreakers: {
-      maxConnections: 2 ** 32 - 1,
-      maxPendingRequests: 2 ** 32 - 1,
-      maxRequests: 2 ** 32 - 1,
-      maxRetries: 2 ** 32 - 1,
-    },
-    healthyPanicThreshold: 50,
-    transports,
-    upstreamProtocol: 'http1',
-    dnsRefreshRateMs: 5_000,
-  };
-}
-
-function makeConfig(listeners: Listener[], clusters: Cluster[]): ProxyConfig {
-  return {
-    versions: { clusters: '1', endpoints: '1', listeners: '1', routes: '1' },
-    listeners: new Map(listeners.map(l => [l.name, l])),
-    routes: new Map(),
-    clusters: new Map(clusters.map(c => [c.name, c])),
-    endpoints: new Map(),
-  };
-}
-
-const closers: (() => unknown)[] = [];
+const closers: Closers = [];
 afterEach(async () => {
   while (closers.length) await closers.pop()!();
 });
 
-/** A port that was free a moment ago (explicit listeners bind the port the config names). */
-async function freePort(): Promise<number> {
-  const s = net.createServer();
-  await new Promise<void>(resolve => s.listen(0, '127.0.0.1', resolve));
-  const { port } = s.address() as net.AddressInfo;
-  await new Promise(resolve => s.close(resolve));
-  return port;
-}
-
-/** Tracks a server's sockets and closes both after the test. */
-async function listen(server: net.Server): Promise<number> {
-  const sockets = new Set<net.Socket>();
-  server.on('connection', (s: net.Socket) => {
-    sockets.add(s);
-    s.on('close', () => sockets.delete(s));
+/** A mesh mTLS client with A's certificate offering `alpn` (any server name); destroyed after the test. */
+function tlsClientOfA(port: number, alpn: string[]): tls.TLSSocket {
+  const c = tls.connect({
+    port,
+    host: '127.0.0.1',
+    ca: ca.rootPem,
+    cert: certA.certChainPem,
+    key: certA.keyPem,
+    ALPNProtocols: alpn,
+    checkServerIdentity: () => undefined,
   });
-  await new Promise<void>(resolve => server.listen(0, '127.0.0.1', resolve));
-  closers.push(async () => {
-    for (const s of sockets) s.destroy();
-    await new Promise(resolve => server.close(resolve));
-  });
-  return (server.address() as net.AddressInfo).port;
-}
-
-/** A plain TCP application server. */
-function tcpServer(onConnection: (s: net.Socket) => void): Promise<number> {
-  return listen(
-    net.createServer({ allowHalfOpen: true }, s => {
-      s.on('error', () => s.destroy());
-      onConnection(s);
-    }),
-  );
-}
-
-/** A connected client (allowHalfOpen, so it can keep sending after the server's FIN). */
-async function connect(port: number): Promise<net.Socket> {
-  const c = net.connect({ port, host: '127.0.0.1', allowHalfOpen: true });
   closers.push(() => c.destroy());
-  c.on('error', () => undefined);
-  await new Promise<void>((resolve, reject) => c.once('connect', resolve).once('error', reject));
   return c;
-}
-
-/** Everything `socket` receives until it ends or closes. */
-function readAll(socket: net.Socket): Promise<Buffer> {
-  return new Promise(resolve => {
-    const chunks: Buffer[] = [];
-    socket.on('data', (d: Buffer) => chunks.push(d));
-    socket.on('error', () => undefined);
-    const done = () => resolve(Buffer.concat(chunks));
-    socket.once('end', done);
-    socket.once('close', done);
-  });
 }
 
 /** Reads until `n` bytes came. */
@@ -357,32 +269,24 @@ let certA: { certChainPem: string; keyPem: string };
 let certB: { certChainPem: string; keyPem: string };
 const tmp = makeTmpDir('sail-peer-exchange-');
 
-async function provider(node: string, spiffeId: string) {
-  const now = Date.now();
-  const cert = await ca.issueWorkloadCert({
-    node,
-    spiffeId,
-    notBeforeMs: now - 60_000,
-    notAfterMs: now + 3600_000,
-  });
-  const dir = path.join(tmp.dir, node);
-  fs.mkdirSync(dir, { recursive: true });
-  fs.writeFileSync(path.join(dir, 'cert-chain.pem'), cert.certChainPem);
-  fs.writeFileSync(path.join(dir, 'key.pem'), cert.keyPem);
-  fs.writeFileSync(path.join(dir, 'root-cert.pem'), ca.rootPem);
-  const p = new FileTlsProvider({
-    logger: new LogCapture('silent').logger,
-    certsDir: dir,
-    trustDomain: TD,
-  });
-  await p.start();
-  return { p, cert };
-}
-
 beforeAll(async () => {
   ca = await TestCa.create({ trustDomain: TD });
-  ({ p: tlsA, cert: certA } = await provider('vm-a', SPIFFE_A));
-  ({ p: tlsB, cert: certB } = await provider('vm-b', SPIFFE_B));
+  ({ provider: tlsA, cert: certA } = await startWorkloadTls(
+    ca,
+    path.join(tmp.dir, 'vm-a'),
+    SPIFFE_A,
+    {
+      node: 'vm-a',
+    },
+  ));
+  ({ provider: tlsB, cert: certB } = await startWorkloadTls(
+    ca,
+    path.join(tmp.dir, 'vm-b'),
+    SPIFFE_B,
+    {
+      node: 'vm-b',
+    },
+  ));
 });
 
 afterAll(async () => {
@@ -443,7 +347,7 @@ async function inboundSidecar(appPort: number) {
     'vm-b',
     tlsB,
     SPIFFE_B,
-    makeConfig([vi], [staticCluster(inCluster, appPort)]),
+    TestConfig.make([staticCluster(inCluster, [appPort])], [], [vi]),
   );
   return { ...b, port };
 }
@@ -461,7 +365,7 @@ async function outboundSidecar(upstreamPort: number) {
     'vm-a',
     tlsA,
     SPIFFE_A,
-    makeConfig([out], [staticCluster(OUT_CLUSTER, upstreamPort, [MESH_TRANSPORT])]),
+    TestConfig.make([staticCluster(OUT_CLUSTER, [upstreamPort], {}, [MESH_TRANSPORT])], [], [out]),
   );
   return { ...a, port };
 }
@@ -491,12 +395,12 @@ function expectWorkloadLabels(a: TcpRecord, b: TcpRecord): void {
 
 describe('TCP peer exchange between two sidecars', () => {
   it('proxies 10 MB byte-exact both ways with half-close, and labels both sides', async () => {
-    const app = await tcpServer(s => s.pipe(s));
+    const app = await tcpServer(closers, s => s.pipe(s));
     const b = await inboundSidecar(app);
     const a = await outboundSidecar(b.port);
 
     const data = crypto.randomBytes(10 * 1024 * 1024);
-    const c = await connect(a.port);
+    const c = await connect(closers, a.port);
     const received = readAll(c);
     c.end(data);
     const got = await received;
@@ -522,13 +426,13 @@ describe('TCP peer exchange between two sidecars', () => {
   });
 
   it('serves a server-first protocol: the application speaks before the client', async () => {
-    const app = await tcpServer(s => {
+    const app = await tcpServer(closers, s => {
       s.write('220 db ready\r\n');
       s.pipe(s);
     });
     const b = await inboundSidecar(app);
     const a = await outboundSidecar(b.port);
-    const c = await connect(a.port);
+    const c = await connect(closers, a.port);
     expect((await readBytes(c, 14)).toString()).toBe('220 db ready\r\n');
     c.write('select 1\r\n');
     expect((await readBytes(c, 10)).toString()).toBe('select 1\r\n');
@@ -543,7 +447,7 @@ describe('TCP peer exchange between two sidecars', () => {
     const gone = await freePort();
     const b = await inboundSidecar(gone);
     const a = await outboundSidecar(b.port);
-    const c = await connect(a.port);
+    const c = await connect(closers, a.port);
     expect((await readAll(c)).length).toBe(0);
     // B closed after sending its frame; A passed the FIN on and waits for the client's.
     await waitFor(() => b.telemetry.closed.length === 1);
@@ -572,7 +476,7 @@ describe('TCP peer exchange with peers that do not take part', () => {
         onSecure(s);
       },
     );
-    return listen(server);
+    return listenTracked(closers, server);
   }
 
   it('does no exchange with a peer that selects another ALPN (an Envoy sidecar)', async () => {
@@ -582,7 +486,7 @@ describe('TCP peer exchange with peers that do not take part', () => {
       s.pipe(s);
     });
     const a = await outboundSidecar(peer);
-    const c = await connect(a.port);
+    const c = await connect(closers, a.port);
     c.write('ping');
     // The peer echoes exactly what the client sent: no frame went to it.
     expect((await readBytes(c, 4)).toString()).toBe('ping');
@@ -601,7 +505,7 @@ describe('TCP peer exchange with peers that do not take part', () => {
       s.write('HTTP/1.1 400 Bad Request\r\n\r\n');
     });
     const a = await outboundSidecar(peer);
-    const c = await connect(a.port);
+    const c = await connect(closers, a.port);
     c.write('hello');
     expect((await readAll(c)).length).toBe(0);
     await waitFor(() => a.telemetry.closed.length === 1);
@@ -618,21 +522,12 @@ describe('TCP peer exchange with peers that do not take part', () => {
     { name: 'a truncated frame, then FIN', bytes: FRAME.subarray(0, 10), end: true },
   ])('closes an inbound connection whose client sends $name', async ({ bytes, end }) => {
     let appConnections = 0;
-    const app = await tcpServer(s => {
+    const app = await tcpServer(closers, s => {
       appConnections++;
       s.pipe(s);
     });
     const b = await inboundSidecar(app);
-    const c = tls.connect({
-      port: b.port,
-      host: '127.0.0.1',
-      ca: ca.rootPem,
-      cert: certA.certChainPem,
-      key: certA.keyPem,
-      ALPNProtocols: [PEER_EXCHANGE_ALPN, ...ISTIO_ALPN],
-      checkServerIdentity: () => undefined,
-    });
-    closers.push(() => c.destroy());
+    const c = tlsClientOfA(b.port, [PEER_EXCHANGE_ALPN, ...ISTIO_ALPN]);
     await new Promise<void>((resolve, reject) =>
       c.once('secureConnect', resolve).once('error', reject),
     );
@@ -649,18 +544,9 @@ describe('TCP peer exchange with peers that do not take part', () => {
   });
 
   it('answers a hand-made client frame with its own, then proxies', async () => {
-    const app = await tcpServer(s => s.pipe(s));
+    const app = await tcpServer(closers, s => s.pipe(s));
     const b = await inboundSidecar(app);
-    const c = tls.connect({
-      port: b.port,
-      host: '127.0.0.1',
-      ca: ca.rootPem,
-      cert: certA.certChainPem,
-      key: certA.keyPem,
-      ALPNProtocols: [PEER_EXCHANGE_ALPN, 'istio'],
-      checkServerIdentity: () => undefined,
-    });
-    closers.push(() => c.destroy());
+    const c = tlsClientOfA(b.port, [PEER_EXCHANGE_ALPN, 'istio']);
     c.on('error', () => undefined);
     const meta = { workload: 'vm-x', namespace: 'ns-x', app: 'x', version: 'v9', principal: '' };
     const value = Buffer.from(JSON.stringify(meta)).toString('base64url');

@@ -311,3 +311,72 @@ export class RecordingHttp implements HttpConnectionManager {
   /** Nothing is pooled here. */
   retireUpstreamConnections(): void {}
 }
+
+// ---------------------------------------------------------------------------------------------
+// Sockets a test opens on 127.0.0.1, closed after it through the test's `closers`.
+
+/** What a test closes after itself, last opened first (its afterEach pops and awaits each). */
+export type Closers = (() => unknown)[];
+
+/** A port that was free a moment ago (explicit listeners bind the port the config names). */
+export async function freePort(): Promise<number> {
+  const s = net.createServer();
+  await new Promise<void>(resolve => s.listen(0, '127.0.0.1', resolve));
+  const { port } = s.address() as net.AddressInfo;
+  await new Promise(resolve => s.close(resolve));
+  return port;
+}
+
+/** Listens on 127.0.0.1:0; `server` and the sockets it accepted close after the test. */
+export async function listenTracked(closers: Closers, server: net.Server): Promise<number> {
+  const sockets = new Set<net.Socket>();
+  server.on('connection', (s: net.Socket) => {
+    sockets.add(s);
+    s.on('close', () => sockets.delete(s));
+  });
+  await new Promise<void>(resolve => server.listen(0, '127.0.0.1', resolve));
+  closers.push(async () => {
+    for (const s of sockets) s.destroy();
+    await new Promise(resolve => server.close(resolve));
+  });
+  return (server.address() as net.AddressInfo).port;
+}
+
+/** A TCP application server (allowHalfOpen) running `onConnection`; returns its port. */
+export function tcpServer(
+  closers: Closers,
+  onConnection: (s: net.Socket) => void,
+): Promise<number> {
+  return listenTracked(
+    closers,
+    net.createServer({ allowHalfOpen: true }, s => {
+      s.on('error', () => s.destroy());
+      onConnection(s);
+    }),
+  );
+}
+
+/** A connected client (allowHalfOpen, so it can keep sending after the server's FIN). */
+export async function connect(
+  closers: Closers,
+  port: number,
+  host = '127.0.0.1',
+): Promise<net.Socket> {
+  const c = net.connect({ port, host, allowHalfOpen: true });
+  closers.push(() => c.destroy());
+  c.on('error', () => undefined);
+  await new Promise<void>((resolve, reject) => c.once('connect', resolve).once('error', reject));
+  return c;
+}
+
+/** Everything `socket` receives until it ends or closes. */
+export function readAll(socket: net.Socket): Promise<Buffer> {
+  return new Promise(resolve => {
+    const chunks: Buffer[] = [];
+    socket.on('data', (d: Buffer) => chunks.push(d));
+    socket.on('error', () => undefined);
+    const done = () => resolve(Buffer.concat(chunks));
+    socket.once('end', done);
+    socket.once('close', done);
+  });
+}

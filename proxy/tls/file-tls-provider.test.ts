@@ -3,11 +3,11 @@ import * as fs from 'node:fs';
 import * as net from 'node:net';
 import * as path from 'node:path';
 import * as tls from 'node:tls';
-import { writeFileSetAtomic } from '../../common/fs';
 import { LogCapture } from '../../test/helpers/log-capture';
 import { TestCa } from '../../test/helpers/test-ca';
 import { makeTmpDir } from '../../test/helpers/tmp-dir';
 import { waitFor } from '../../test/helpers/wait-for';
+import { writeWorkloadIdentity } from '../../test/helpers/workload-identity';
 import type { CertificateValidation, DownstreamTls, UpstreamTls } from '../model';
 import { PEER_EXCHANGE_ALPN } from '../types';
 import { FileTlsProvider, serverSocketOptions } from './file-tls-provider';
@@ -46,19 +46,7 @@ async function writeIdentity(
   spiffeId: string,
   opts: { signer?: 'root' | 'other'; keyPem?: string } = {},
 ): Promise<string> {
-  const now = Date.now();
-  const id = await ca.issueWorkloadCert({
-    node: 'vm-1',
-    spiffeId,
-    notBeforeMs: now - 60_000,
-    notAfterMs: now + 3600_000,
-    ...(opts.signer ? { signer: opts.signer } : {}),
-  });
-  await writeFileSetAtomic(dir, [
-    { name: 'cert-chain.pem', data: id.certChainPem, mode: 0o644 },
-    { name: 'key.pem', data: opts.keyPem ?? id.keyPem, mode: 0o600 },
-    { name: 'root-cert.pem', data: ca.rootPem, mode: 0o644 },
-  ]);
+  const id = await writeWorkloadIdentity(ca, dir, spiffeId, opts);
   return new crypto.X509Certificate(id.certChainPem).serialNumber.toLowerCase();
 }
 

@@ -1,12 +1,12 @@
 import * as net from 'node:net';
 import * as path from 'node:path';
 import * as tls from 'node:tls';
-import { writeFileSetAtomic } from '../../common/fs';
 import { FakeClock } from '../../test/helpers/fake-clock';
 import { LogCapture } from '../../test/helpers/log-capture';
 import { TestCa } from '../../test/helpers/test-ca';
 import { makeTmpDir } from '../../test/helpers/tmp-dir';
 import { waitFor } from '../../test/helpers/wait-for';
+import { startWorkloadTls } from '../../test/helpers/workload-identity';
 import type {
   Cluster,
   DownstreamTls,
@@ -16,7 +16,7 @@ import type {
   TransportChoice,
   UpstreamTls,
 } from '../model';
-import { FileTlsProvider, serverSocketOptions } from '../tls';
+import { type FileTlsProvider, serverSocketOptions } from '../tls';
 import type { LbContext, TlsProvider, UpstreamCluster, UpstreamHost } from '../types';
 import { DefaultClusterManager } from './cluster-manager';
 
@@ -710,21 +710,11 @@ describe('DefaultClusterManager', () => {
       let port: number;
 
       async function identity(dir: string, spiffeId: string): Promise<FileTlsProvider> {
-        const now = Date.now();
-        const id = await ca.issueWorkloadCert({
+        const { provider } = await startWorkloadTls(ca, dir, spiffeId, {
           node: 'vm',
-          spiffeId,
-          notBeforeMs: now - 60_000,
-          notAfterMs: now + 3600_000,
+          logger: logs.logger,
         });
-        await writeFileSetAtomic(dir, [
-          { name: 'cert-chain.pem', data: id.certChainPem, mode: 0o644 },
-          { name: 'key.pem', data: id.keyPem, mode: 0o600 },
-          { name: 'root-cert.pem', data: ca.rootPem, mode: 0o644 },
-        ]);
-        const p = new FileTlsProvider({ logger: logs.logger, certsDir: dir, trustDomain: TD });
-        await p.start();
-        return p;
+        return provider;
       }
 
       beforeAll(async () => {

@@ -9,7 +9,34 @@ import { parseHostPort } from '../../common/config';
 import { envoyType } from '../../api/envoy';
 import type { WireAny } from './resources';
 
-const ADS_SERVICE = 'envoy.service.discovery.v3.AggregatedDiscoveryService';
+/** The gRPC service of ADS. */
+export const ADS_SERVICE = 'envoy.service.discovery.v3.AggregatedDiscoveryService';
+
+/** How the generic definitions decode requests to plain objects: every field, enum names. */
+const RAW_OBJECT = { arrays: true, defaults: true, enums: String, longs: String };
+
+/**
+ * The generic definition of one ADS stream method (State of the World or Delta) with protobufjs
+ * (de)serializers from the Envoy protos: requests are written as `fromObject` input and read as
+ * plain objects, responses are written as messages and read as protobufjs messages. The client
+ * below, the fake server and the test client share it.
+ */
+export function adsMethodDefinition(
+  method: 'StreamAggregatedResources' | 'DeltaAggregatedResources',
+): grpc.MethodDefinition<object, object> {
+  const delta = method === 'DeltaAggregatedResources' ? 'Delta' : '';
+  const req = envoyType(`envoy.service.discovery.v3.${delta}DiscoveryRequest`);
+  const res = envoyType(`envoy.service.discovery.v3.${delta}DiscoveryResponse`);
+  return {
+    path: `/${ADS_SERVICE}/${method}`,
+    requestStream: true,
+    responseStream: true,
+    requestSerialize: (m: object) => Buffer.from(req.encode(req.fromObject(m)).finish()),
+    requestDeserialize: (b: Buffer) => req.toObject(req.decode(b), RAW_OBJECT),
+    responseSerialize: (m: object) => Buffer.from(res.encode(m).finish()),
+    responseDeserialize: (b: Buffer) => res.decode(b),
+  };
+}
 
 /** A DiscoveryRequest as the client writes it (protobufjs `fromObject` input). */
 export interface AdsRequest {
@@ -45,17 +72,11 @@ let ctor:
   | undefined;
 
 function adsClientConstructor() {
-  const req = envoyType('envoy.service.discovery.v3.DiscoveryRequest');
   const res = envoyType('envoy.service.discovery.v3.DiscoveryResponse');
   return grpc.makeGenericClientConstructor(
     {
       StreamAggregatedResources: {
-        path: `/${ADS_SERVICE}/StreamAggregatedResources`,
-        requestStream: true,
-        responseStream: true,
-        requestSerialize: (m: AdsRequest) => Buffer.from(req.encode(req.fromObject(m)).finish()),
-        requestDeserialize: (b: Buffer) => req.decode(b),
-        responseSerialize: (m: object) => Buffer.from(res.encode(m).finish()),
+        ...adsMethodDefinition('StreamAggregatedResources'),
         responseDeserialize: (b: Buffer) => {
           const m = res.decode(b) as unknown as Partial<AdsResponse>;
           return {

@@ -10,9 +10,8 @@
 import * as grpc from '@grpc/grpc-js';
 import { envoyType } from '../../api/envoy';
 import type { XdsKind } from '../model';
+import { adsMethodDefinition } from './ads-stream';
 import { isWildcardKind, kindOfTypeUrl, TYPE_URLS } from './resources';
-
-const ADS_SERVICE = 'envoy.service.discovery.v3.AggregatedDiscoveryService';
 
 /** One request the server received, decoded. */
 export interface ReceivedRequest {
@@ -37,24 +36,6 @@ interface FakeStream {
   readonly id: number;
   readonly call: grpc.ServerDuplexStream<ReceivedRequest, object>;
   readonly watches: Map<XdsKind, Watch>;
-}
-
-const raw = { arrays: true, defaults: true, enums: String, longs: String };
-
-function serviceDefinition(): grpc.ServiceDefinition {
-  const req = envoyType('envoy.service.discovery.v3.DiscoveryRequest');
-  const res = envoyType('envoy.service.discovery.v3.DiscoveryResponse');
-  return {
-    StreamAggregatedResources: {
-      path: `/${ADS_SERVICE}/StreamAggregatedResources`,
-      requestStream: true,
-      responseStream: true,
-      requestSerialize: (m: object) => Buffer.from(req.encode(req.fromObject(m)).finish()),
-      requestDeserialize: (b: Buffer) => req.toObject(req.decode(b), raw),
-      responseSerialize: (m: object) => Buffer.from(res.encode(m).finish()),
-      responseDeserialize: (b: Buffer) => res.decode(b),
-    },
-  };
 }
 
 const nameOf = (kind: XdsKind, r: Record<string, unknown>) =>
@@ -139,10 +120,13 @@ export class FakeAdsServer {
   async start(credentials = grpc.ServerCredentials.createInsecure()): Promise<string> {
     if (this.server) throw new Error('fake ADS server already started');
     const server = new grpc.Server();
-    server.addService(serviceDefinition(), {
-      StreamAggregatedResources: (call: grpc.ServerDuplexStream<ReceivedRequest, object>) =>
-        this.onStream(call),
-    });
+    server.addService(
+      { StreamAggregatedResources: adsMethodDefinition('StreamAggregatedResources') },
+      {
+        StreamAggregatedResources: (call: grpc.ServerDuplexStream<ReceivedRequest, object>) =>
+          this.onStream(call),
+      },
+    );
     this.port = await new Promise<number>((resolve, reject) => {
       server.bindAsync(`127.0.0.1:${this.port}`, credentials, (err, p) =>
         err ? reject(err) : resolve(p),

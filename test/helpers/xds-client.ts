@@ -5,8 +5,7 @@
  */
 import * as grpc from '@grpc/grpc-js';
 import { ENVOY_JSON_OPTIONS, envoyType, jsonToStruct } from '../../api/envoy';
-
-const ADS = 'envoy.service.discovery.v3.AggregatedDiscoveryService';
+import { ADS_SERVICE, adsMethodDefinition } from '../../proxy/xds/ads-stream';
 
 export interface DecodedResponse {
   versionInfo: string;
@@ -25,33 +24,12 @@ export interface DecodedDeltaResponse {
 }
 
 function adsClientConstructor() {
-  const req = envoyType('envoy.service.discovery.v3.DiscoveryRequest');
-  const res = envoyType('envoy.service.discovery.v3.DiscoveryResponse');
-  const dreq = envoyType('envoy.service.discovery.v3.DeltaDiscoveryRequest');
-  const dres = envoyType('envoy.service.discovery.v3.DeltaDiscoveryResponse');
-  const raw = { arrays: true, defaults: true, enums: String, longs: String };
   return grpc.makeGenericClientConstructor(
     {
-      StreamAggregatedResources: {
-        path: `/${ADS}/StreamAggregatedResources`,
-        requestStream: true,
-        responseStream: true,
-        requestSerialize: (m: object) => Buffer.from(req.encode(req.fromObject(m)).finish()),
-        requestDeserialize: (b: Buffer) => req.toObject(req.decode(b), raw),
-        responseSerialize: (m: object) => Buffer.from(res.encode(m).finish()),
-        responseDeserialize: (b: Buffer) => res.decode(b),
-      },
-      DeltaAggregatedResources: {
-        path: `/${ADS}/DeltaAggregatedResources`,
-        requestStream: true,
-        responseStream: true,
-        requestSerialize: (m: object) => Buffer.from(dreq.encode(dreq.fromObject(m)).finish()),
-        requestDeserialize: (b: Buffer) => dreq.toObject(dreq.decode(b), raw),
-        responseSerialize: (m: object) => Buffer.from(dres.encode(m).finish()),
-        responseDeserialize: (b: Buffer) => dres.decode(b),
-      },
+      StreamAggregatedResources: adsMethodDefinition('StreamAggregatedResources'),
+      DeltaAggregatedResources: adsMethodDefinition('DeltaAggregatedResources'),
     },
-    ADS,
+    ADS_SERVICE,
   );
 }
 

@@ -21,6 +21,7 @@ import * as http from 'node:http';
 import * as http2 from 'node:http2';
 import * as net from 'node:net';
 import * as path from 'node:path';
+import type { Readable } from 'node:stream';
 import * as tls from 'node:tls';
 import * as grpc from '@grpc/grpc-js';
 import { silentLogger } from '../../common/logging';
@@ -163,6 +164,19 @@ interface Seen {
   url: string;
 }
 
+/** Reads a request body to its end, then gives `done` its SHA-256 (hex) and size. */
+function digestBody(req: Readable, done: (sha256: string, bytes: number) => void): void {
+  const hash = crypto.createHash('sha256');
+  let bytes = 0;
+  req.on('data', (c: Buffer) => {
+    hash.update(c);
+    bytes += c.length;
+  });
+  req.on('end', () => {
+    done(hash.digest('hex'), bytes);
+  });
+}
+
 /**
  * The HTTP/1.1 application: /headers echoes the request headers as JSON, /upload answers the
  * body's SHA-256 and size, /blob serves `big` with a length, /chunked serves it chunked, and any
@@ -172,15 +186,9 @@ function startHttpApp(port: number, big: Buffer, seen: Seen[]): Promise<http.Ser
   const server = http.createServer({ keepAliveTimeout: 30_000 }, (req, res) => {
     seen.push({ headers: req.headers, method: req.method ?? '', url: req.url ?? '' });
     if (req.url === '/upload') {
-      const hash = crypto.createHash('sha256');
-      let bytes = 0;
-      req.on('data', (c: Buffer) => {
-        hash.update(c);
-        bytes += c.length;
-      });
-      req.on('end', () => {
+      digestBody(req, (sha256, bytes) => {
         res.setHeader('content-type', 'application/json');
-        res.end(JSON.stringify({ sha256: hash.digest('hex'), bytes }));
+        res.end(JSON.stringify({ sha256, bytes }));
       });
       return;
     }
@@ -248,18 +256,12 @@ function startHttpApp(port: number, big: Buffer, seen: Seen[]): Promise<http.Ser
 /** The h2c application: answers with the HTTP version and the body's SHA-256. */
 function startH2cApp(port: number): Promise<http2.Http2Server> {
   const server = http2.createServer((req, res) => {
-    const hash = crypto.createHash('sha256');
-    let bytes = 0;
-    req.on('data', (c: Buffer) => {
-      hash.update(c);
-      bytes += c.length;
-    });
-    req.on('end', () => {
+    digestBody(req, (sha256, bytes) => {
       res.setHeader('content-type', 'application/json');
       res.end(
         JSON.stringify({
           httpVersion: req.httpVersion,
-          sha256: hash.digest('hex'),
+          sha256,
           bytes,
           xfcc: req.headers['x-forwarded-client-cert'] ?? '',
         }),
