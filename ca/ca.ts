@@ -22,6 +22,7 @@ import { CloseOnce, isAbortError, type Lifecycle, runTasks } from '../common/lif
 import type { Logger } from '../common/logging';
 import { createRegistry, prom } from '../common/metrics';
 import {
+  controlPlaneSpiffeId,
   formatSpiffeId,
   generateKey,
   isSignedBy,
@@ -55,13 +56,9 @@ import { CaMetrics, createCaHandlers } from './service';
 
 /** The namespace of the control plane's own identities. */
 export const SYSTEM_NAMESPACE = 'sail-system';
-/** The identity every control-plane listener serves with; clients pin it instead of host names. */
-export const controlPlaneSpiffeId = (trustDomain: string) =>
-  formatSpiffeId({
-    trustDomain,
-    namespace: SYSTEM_NAMESPACE,
-    serviceAccount: 'sail-control-plane',
-  });
+/** The identity every control-plane listener serves with; clients pin it instead of host names
+ * (defined once, in common/pki, for the agent and the proxy too). */
+export { controlPlaneSpiffeId };
 /** The identity of admin client certificates. */
 export const adminSpiffeId = (trustDomain: string) =>
   formatSpiffeId({ trustDomain, namespace: SYSTEM_NAMESPACE, serviceAccount: 'sail-admin' });

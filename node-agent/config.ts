@@ -13,7 +13,7 @@ import { LOG_LEVELS, type LogLevel } from '../common/logging';
 import {
   KEY_ALGORITHMS,
   type KeyAlgorithm,
-  formatSpiffeId,
+  controlPlaneSpiffeId,
   isValidName,
   isValidTrustDomain,
 } from '../common/pki';
@@ -36,18 +36,8 @@ export const MIXER_PORT = 9091;
 export const MIN_CERT_TTL_MS = 10_000;
 export const DEFAULT_HEALTH_INTERVAL_SECONDS = 5;
 
-/** The namespace and service account of the control plane's own identity. */
-const CONTROL_PLANE_NAMESPACE = 'sail-system';
-const CONTROL_PLANE_SERVICE_ACCOUNT = 'sail-control-plane';
-
-/** The SPIFFE ID the CA serves with, in trust domain `trustDomain`. */
-export function controlPlaneSpiffeId(trustDomain: string): string {
-  return formatSpiffeId({
-    trustDomain,
-    namespace: CONTROL_PLANE_NAMESPACE,
-    serviceAccount: CONTROL_PLANE_SERVICE_ACCOUNT,
-  });
-}
+/** The SPIFFE ID the CA serves with, in trust domain `trustDomain` (defined once, in common/pki). */
+export { controlPlaneSpiffeId };
 
 const PORT_MESSAGE = 'want a port number from 1 to 65535';
 const zPort = z
