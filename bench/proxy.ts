@@ -382,9 +382,10 @@ async function startSailPair(ctx: Context, name: string, extra: Record<string, u
       file,
       proxyConfigYaml(
         { ...o, adminListen: `127.0.0.1:${adminPort}`, metricsListen: `127.0.0.1:${metricsPort}` },
-        // BENCH_ACCESS_LOG=1: access log lines on the proxies' stdout (shown with BENCH_DEBUG).
+        // BENCH_ACCESS_LOG=1: access log lines on the proxies' stdout (shown with BENCH_DEBUG);
+        // BENCH_PROXY_LOG_LEVEL (default warn): the proxies' log level.
         {
-          logLevel: 'warn',
+          logLevel: process.env.BENCH_PROXY_LOG_LEVEL ?? 'warn',
           ...(process.env.BENCH_ACCESS_LOG ? { accessLog: true } : {}),
           ...extra,
         },

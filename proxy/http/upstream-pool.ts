@@ -58,6 +58,7 @@ export interface UpstreamListener {
     headers: HeaderMap,
     endStream: boolean,
   ): void;
+  /** A response body chunk; never before {@link onUpstreamHeaders}. */
   onUpstreamData(u: UpstreamRequest, chunk: Buffer): void;
   /** The response completed; `trailers` when the upstream sent any. */
   onUpstreamEnd(u: UpstreamRequest, trailers: HeaderMap | undefined): void;
@@ -622,7 +623,7 @@ class H2UpstreamRequest implements UpstreamRequest {
     stream[kUpstream] = this;
     stream.on('response', onH2Response);
     stream.on('continue', onH2Continue);
-    stream.on('data', onH2Data);
+    // No 'data' listener yet: see onResponse.
     stream.on('trailers', onH2Trailers);
     stream.on('end', onH2End);
     stream.on('error', onH2Error);
@@ -691,6 +692,13 @@ class H2UpstreamRequest implements UpstreamRequest {
     const status = Number(headers[':status']);
     const endStream = (flags & http2.constants.NGHTTP2_FLAG_END_STREAM) !== 0;
     this.listener.onUpstreamHeaders(this, status, headers as HeaderMap, endStream);
+    // The body flows only now. Node emits 'response' on a later tick than the HEADERS frame
+    // arrived, but pushes DATA frames of the same read into a flowing stream at once: with a
+    // 'data' listener from the start, body could reach the listener before the headers (an
+    // HTTP/1.1 downstream then sent an implicit `200` and had to be reset when the real
+    // headers came). Until here the stream buffers, and HTTP/2 flow control holds the rest.
+    const s = this.stream;
+    if (s && !this.settled) s.on('data', onH2Data);
   }
 
   /** @internal */
