@@ -1,4 +1,5 @@
 /** The common main script of long-running commands (STYLE 2.3 rule 6). */
+import { spawn } from 'node:child_process';
 import type { Logger } from '../common/logging';
 
 /**
@@ -35,4 +36,15 @@ export async function runUntilSignal(
   await parts.close();
   await starting.catch(() => undefined);
   log.info('Stopped');
+}
+
+/**
+ * Tells systemd a server is ready (Type=notify) when it runs under it. systemd-notify is a child
+ * process, hence NotifyAccess=all in the unit and --pid naming us.
+ */
+export function notifySystemdReady(log: Logger): void {
+  if (!process.env.NOTIFY_SOCKET) return;
+  const child = spawn('systemd-notify', ['--ready', `--pid=${process.pid}`], { stdio: 'ignore' });
+  child.on('error', err => log.warn({ err }, 'Could not notify systemd'));
+  child.unref();
 }

@@ -2,29 +2,17 @@
  * `sail node-agent`: the per-host daemon. The main script of STYLE 2.3 rule 6: load the config
  * (exit 2 when invalid), make the root logger, construct, start, and close on SIGTERM/SIGINT.
  */
-import { spawn } from 'node:child_process';
 import * as path from 'node:path';
 import type { Argv, CommandModule } from 'yargs';
 import { routeGrpcLogs } from '../../common/grpc';
-import { createRootLogger, LOG_LEVELS, type LogLevel, type Logger } from '../../common/logging';
+import { createRootLogger, LOG_LEVELS, type LogLevel } from '../../common/logging';
 import { DEFAULT_CONFIG_FILE, NodeAgent, loadNodeAgentConfig } from '../../node-agent';
-import { runUntilSignal } from '../run';
+import { notifySystemdReady, runUntilSignal } from '../run';
 
 interface NodeAgentArgs {
   config: string;
   validate: boolean;
   'log-level'?: string;
-}
-
-/**
- * Tells systemd the agent is ready (Type=notify) when it runs under it. systemd-notify is a child
- * process, hence NotifyAccess=all in the unit and --pid naming us.
- */
-function notifySystemdReady(log: Logger): void {
-  if (!process.env.NOTIFY_SOCKET) return;
-  const child = spawn('systemd-notify', ['--ready', `--pid=${process.pid}`], { stdio: 'ignore' });
-  child.on('error', err => log.warn({ err }, 'Could not notify systemd'));
-  child.unref();
 }
 
 export const nodeAgentCommand: CommandModule<object, NodeAgentArgs> = {

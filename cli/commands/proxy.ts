@@ -4,11 +4,10 @@
  * start, and close on SIGTERM/SIGINT (exit 0). SIGHUP re-reads the certificate directory. A start
  * failure (a port in use) exits 1.
  */
-import { spawn } from 'node:child_process';
 import * as path from 'node:path';
 import type { Argv, CommandModule } from 'yargs';
 import { routeGrpcLogs } from '../../common/grpc';
-import { createRootLogger, LOG_LEVELS, type LogLevel, type Logger } from '../../common/logging';
+import { createRootLogger, LOG_LEVELS, type LogLevel } from '../../common/logging';
 import {
   DEFAULT_PROXY_CONFIG_FILE,
   describeProxyConfig,
@@ -16,7 +15,7 @@ import {
   Proxy,
   type ProxyConfigOverrides,
 } from '../../proxy';
-import { runUntilSignal } from '../run';
+import { notifySystemdReady, runUntilSignal } from '../run';
 
 interface ProxyArgs {
   config: string;
@@ -30,17 +29,6 @@ interface ProxyArgs {
   'metrics-listen'?: string;
   'traffic-mode'?: string;
   'access-log'?: boolean;
-}
-
-/**
- * Tells systemd the proxy is ready (Type=notify) when it runs under it. systemd-notify is a child
- * process, hence NotifyAccess=all in a unit and --pid naming us.
- */
-function notifySystemdReady(log: Logger): void {
-  if (!process.env.NOTIFY_SOCKET) return;
-  const child = spawn('systemd-notify', ['--ready', `--pid=${process.pid}`], { stdio: 'ignore' });
-  child.on('error', err => log.warn({ err }, 'Could not notify systemd'));
-  child.unref();
 }
 
 function overridesOf(args: ProxyArgs): ProxyConfigOverrides {
