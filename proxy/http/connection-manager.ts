@@ -24,7 +24,12 @@ import { H1Downstream, H2Downstream } from './downstream';
 import { ConnState, Exchange, type ExchangeEnv } from './exchange';
 import type { HeaderMap } from './headers';
 import { handleUpgrade } from './upgrade';
-import { H2_SESSION_WINDOW, H2_SETTINGS, UpstreamPools } from './upstream-pool';
+import {
+  H2_SESSION_WINDOW,
+  H2_SETTINGS,
+  type H1UpstreamClient,
+  UpstreamPools,
+} from './upstream-pool';
 
 /** Options of {@link DefaultHttpConnectionManager}. */
 export interface HttpConnectionManagerOptions {
@@ -39,6 +44,13 @@ export interface HttpConnectionManagerOptions {
   readonly meshUpstreamProtocol?: 'http2' | 'http1';
   /** Request body kept for retries (default 64 KiB); larger bodies are not retried. */
   readonly maxBufferedRequestBytes?: number;
+  /**
+   * The HTTP/1.1 upstream client: the lean one (`lean`, the default, lean-h1.ts: a quarter to a
+   * third less CPU per request and twice the maximum rate of Node's, BENCHMARKS.md) or Node's
+   * `http.Agent` (`node`). Unset: the environment variable `SAIL_H1_CLIENT=node` selects Node's,
+   * an escape hatch for operators and for tests that compare the two.
+   */
+  readonly h1UpstreamClient?: H1UpstreamClient;
 }
 
 /** Default of {@link HttpConnectionManagerOptions.maxBufferedRequestBytes}. */
@@ -93,7 +105,11 @@ export class DefaultHttpConnectionManager implements HttpConnectionManager {
       config: opts.config,
       clusters: opts.clusters,
       telemetry: opts.telemetry,
-      pools: new UpstreamPools(opts.clusters, log),
+      pools: new UpstreamPools(
+        opts.clusters,
+        log,
+        opts.h1UpstreamClient ?? (process.env.SAIL_H1_CLIENT === 'node' ? 'node' : 'lean'),
+      ),
       localPrincipal: opts.localPrincipal,
       meshUpstreamProtocol: opts.meshUpstreamProtocol ?? 'http1',
       maxBufferedRequestBytes: opts.maxBufferedRequestBytes ?? DEFAULT_MAX_BUFFERED_REQUEST_BYTES,

@@ -20,6 +20,7 @@ import type { Logger } from '../../common/logging';
 import type { Cluster } from '../model';
 import type { ClusterManager, UpstreamHost } from '../types';
 import type { HeaderMap } from './headers';
+import { LeanH1Pool, LeanH1Request } from './lean-h1';
 
 /**
  * ALPN toward an upstream: the transport's own values first (for mesh mTLS `istio-peer-exchange`,
@@ -781,16 +782,23 @@ function onH2Drain(this: TaggedStream): void {
 // ---------------------------------------------------------------------------------------------
 // Pools
 
+/** Which HTTP/1.1 client sends upstream requests: Node's `http.Agent` + `ClientRequest`, or the
+ * lean client of lean-h1.ts (own keep-alive pool, llhttp response parsing). */
+export type H1UpstreamClient = 'node' | 'lean';
+
 /** The upstream connection pools of one HTTP connection manager. */
 export class UpstreamPools {
   /** Open client sessions, destroyed by {@link close}. */
   readonly sessions = new Set<http2.ClientHttp2Session>();
   private readonly agents = new Map<string, HostAgent>();
+  private readonly lean = new Map<string, LeanH1Pool>();
   private readonly h2 = new Map<string, H2HostPool>();
 
   constructor(
     readonly clusters: ClusterManager,
     readonly log: Logger,
+    /** The HTTP/1.1 client (default 'node'). */
+    readonly h1Client: H1UpstreamClient = 'node',
   ) {}
 
   /**
@@ -816,6 +824,17 @@ export class UpstreamPools {
       }
       return new H2UpstreamRequest(host, pool, head, listener, endStream);
     }
+    // CONNECT answers as a tunnel, which only Node's client handles (and nothing here uses).
+    if (this.h1Client === 'lean' && head.method !== 'CONNECT') {
+      let pool = this.lean.get(host.key);
+      if (!pool) {
+        pool = new LeanH1Pool(this.clusters, host, cluster);
+        this.lean.set(host.key, pool);
+      } else {
+        pool.update(host, cluster);
+      }
+      return new LeanH1Request(host, pool, head, listener, endStream);
+    }
     let agent = this.agents.get(host.key);
     if (!agent) {
       agent = new HostAgent(this.clusters, host, cluster);
@@ -836,6 +855,8 @@ export class UpstreamPools {
   retireAll(): void {
     for (const a of this.agents.values()) a.retire();
     this.agents.clear();
+    for (const p of this.lean.values()) p.retire();
+    this.lean.clear();
     for (const p of this.h2.values()) p.retireAll();
   }
 
@@ -848,6 +869,8 @@ export class UpstreamPools {
   close(): void {
     for (const a of this.agents.values()) a.destroy();
     this.agents.clear();
+    for (const p of this.lean.values()) p.close();
+    this.lean.clear();
     for (const p of this.h2.values()) p.close();
     this.h2.clear();
     for (const s of this.sessions) s.destroy();
