@@ -16,12 +16,13 @@ import { performance } from 'node:perf_hooks';
 import type { Cluster } from '../model';
 import type { ClusterManager, UpstreamHost } from '../types';
 import type { HeaderMap } from './headers';
-import type {
-  UpstreamFailure,
-  UpstreamListener,
-  UpstreamRequest,
-  UpstreamRequestHead,
-} from './upstream-pool';
+import {
+  upstreamAlpn,
+  type UpstreamFailure,
+  type UpstreamListener,
+  type UpstreamRequest,
+  type UpstreamRequestHead,
+} from './upstream-types';
 
 /** The llhttp binding as `_http_common` exposes it (Node 20). */
 interface LlhttpParser {
@@ -381,7 +382,7 @@ export class LeanH1Pool {
 
   private connect(req: LeanH1Request): void {
     const host = this.host;
-    this.clusters.connect(host, upstreamAlpnH1(host)).then(
+    this.clusters.connect(host, upstreamAlpn(host, 'http/1.1')).then(
       socket => {
         this.onConnected(socket, req);
       },
@@ -484,14 +485,6 @@ export class LeanH1Pool {
 
 function sweepPool(pool: LeanH1Pool): void {
   pool.sweep();
-}
-
-/** ALPN for an HTTP/1.1 socket (see upstreamAlpn in upstream-pool.ts; repeated here to keep
- * this module free of a runtime import cycle). */
-function upstreamAlpnH1(host: UpstreamHost): { alpn: readonly string[] } | undefined {
-  const tls = host.transport.tls;
-  if (!tls) return undefined;
-  return { alpn: tls.alpn.includes('http/1.1') ? tls.alpn : [...tls.alpn, 'http/1.1'] };
 }
 
 // ---------------------------------------------------------------------------------------------
