@@ -23,6 +23,7 @@ import type {
 import { H1Downstream, H2Downstream } from './downstream';
 import { ConnState, Exchange, type ExchangeEnv } from './exchange';
 import type { HeaderMap } from './headers';
+import { LeanH1Server } from './lean-h1-server';
 import { handleUpgrade } from './upgrade';
 import {
   H2_SESSION_WINDOW,
@@ -51,6 +52,12 @@ export interface HttpConnectionManagerOptions {
    * an escape hatch for operators and for tests that compare the two.
    */
   readonly h1UpstreamClient?: H1UpstreamClient;
+  /**
+   * The HTTP/1.1 downstream server: Node's `http.Server` (`node`, the default) or the lean one
+   * (`lean`, lean-h1-server.ts: llhttp on the raw socket, one write per response head). Unset:
+   * the environment variable `SAIL_H1_SERVER=lean` selects the lean one.
+   */
+  readonly h1DownstreamServer?: 'node' | 'lean';
 }
 
 /** Default of {@link HttpConnectionManagerOptions.maxBufferedRequestBytes}. */
@@ -88,6 +95,8 @@ export class DefaultHttpConnectionManager implements HttpConnectionManager {
   private readonly env: ExchangeEnv & { draining: boolean };
 
   private readonly h1: http.Server;
+  /** The lean HTTP/1.1 server, when selected (h1DownstreamServer). */
+  private readonly lean: LeanH1Server | undefined;
   private readonly h2: http2.Http2Server;
   /** Every connection handed to us and still open. */
   private readonly sockets = new Set<TaggedSocket>();
@@ -134,6 +143,17 @@ export class DefaultHttpConnectionManager implements HttpConnectionManager {
     this.h1.on('clientError', (err: Error, socket: net.Socket) => {
       this.onClientError(err, socket);
     });
+
+    const server =
+      opts.h1DownstreamServer ?? (process.env.SAIL_H1_SERVER === 'lean' ? 'lean' : 'node');
+    this.lean =
+      server === 'lean'
+        ? new LeanH1Server(this.env, {
+            keepAliveTimeoutMs: KEEP_ALIVE_TIMEOUT_MS,
+            headersTimeoutMs: HEADERS_TIMEOUT_MS,
+            maxHeaderBytes: MAX_HEADER_BYTES,
+          })
+        : undefined;
 
     this.h2 = http2.createServer({
       settings: H2_SETTINGS,
@@ -183,7 +203,7 @@ export class DefaultHttpConnectionManager implements HttpConnectionManager {
     if (handler.codec === 'HTTP2' || alpn === 'h2') {
       this.serveH2(s, conn);
     } else if (handler.codec === 'HTTP1' || alpn === 'http/1.1') {
-      this.serveH1(s, false);
+      this.serveH1(s, conn, false);
     } else {
       this.sniff(s, conn);
     }
@@ -199,7 +219,7 @@ export class DefaultHttpConnectionManager implements HttpConnectionManager {
       s.pause();
       if (buf) s.unshift(buf);
       if (h2) this.serveH2(s, conn);
-      else this.serveH1(s, true);
+      else this.serveH1(s, conn, true);
     };
     const onData = (chunk: Buffer): void => {
       buf = buf ? Buffer.concat([buf, chunk]) : chunk;
@@ -214,7 +234,13 @@ export class DefaultHttpConnectionManager implements HttpConnectionManager {
     s.setTimeout(HEADERS_TIMEOUT_MS, onTimeout);
   }
 
-  private serveH1(s: TaggedSocket, sniffed: boolean): void {
+  private serveH1(s: TaggedSocket, conn: ConnState, sniffed: boolean): void {
+    if (this.lean) {
+      this.lean.serve(s, conn);
+      // The sniffer paused the socket to put its bytes back; the lean parser reads from here on.
+      if (sniffed) s.resume();
+      return;
+    }
     this.h1.emit('connection', s);
     // The sniffer paused the socket to put its bytes back; the HTTP parser reads from here on.
     if (sniffed) s.resume();
@@ -350,6 +376,7 @@ export class DefaultHttpConnectionManager implements HttpConnectionManager {
     if (this.closed) return Promise.resolve();
     this.closed = true;
     this.env.draining = true;
+    this.lean?.close();
     for (const s of this.sockets) s.destroy();
     for (const session of this.h2Sessions) session.destroy();
     this.env.pools.close();
