@@ -21,6 +21,14 @@ import type { Readable } from 'node:stream';
 import type { Downstream } from './downstream';
 import { type ConnState, Exchange, type ExchangeEnv } from './exchange';
 import type { HeaderMap } from './headers';
+import {
+  CRLF,
+  FOLD_OPTIONS,
+  HTTP_TOKEN,
+  LAST_CHUNK,
+  headerValueLines,
+  invalidHeader,
+} from './h1-wire';
 import { handleUpgrade } from './upgrade';
 
 /** The llhttp binding as `_http_common` exposes it (Node 20). */
@@ -81,17 +89,10 @@ type AddHeaderLine = (this: object, field: string, value: string, dest: HeaderMa
 const addHeaderLine = (http.IncomingMessage.prototype as unknown as { _addHeaderLine: unknown })
   ._addHeaderLine as AddHeaderLine;
 /** `this` of addHeaderLine: an IncomingMessage with the default joinDuplicateHeaders. */
-const FOLD_OPTIONS = { joinDuplicateHeaders: false };
-
-/** Node's checks for outgoing header names and values (`_http_common`). */
-const INVALID_HEADER_CHAR = /[^\t\x20-\x7e\x80-\xff]/;
-const HTTP_TOKEN = /^[\^_`a-zA-Z\-0-9!#$%&'*+.|~]+$/;
 /** Node's `continueExpression` and `chunkExpression`. */
 const CONTINUE_EXPRESSION = /(?:^|\W)100-continue(?:$|\W)/i;
 const CHUNK_EXPRESSION = /(?:^|\W)chunked(?:$|\W)/i;
 
-const CRLF = '\r\n';
-const LAST_CHUNK = '0\r\n\r\n';
 const CONTINUE = 'HTTP/1.1 100 Continue\r\n\r\n';
 /** A request body buffered without a reader beyond this stops the socket reading. */
 const BODY_HIGH_WATER = 64 * 1024;
@@ -121,21 +122,13 @@ function utcDate(): string {
   return dateCache;
 }
 
-function invalidHeader(name: string, what: 'name' | 'character'): Error {
-  const err: Error & { code?: string } = new TypeError(
-    `invalid ${what} in response header "${name}"`,
-  );
-  err.code = what === 'name' ? 'ERR_INVALID_HTTP_TOKEN' : 'ERR_INVALID_CHAR';
-  return err;
-}
-
 /** `name: value\r\n` lines; validates as Node's setHeader does. @throws on bad input */
 function headerLines(h: HeaderMap, out: LeanH1Downstream | undefined): string {
   let s = '';
   for (const name of Object.keys(h)) {
     const v = h[name];
     if (v === undefined) continue;
-    if (!HTTP_TOKEN.test(name)) throw invalidHeader(name, 'name');
+    if (!HTTP_TOKEN.test(name)) throw invalidHeader(name, 'name', 'response');
     if (out !== undefined) {
       switch (name) {
         case 'content-length':
@@ -157,15 +150,7 @@ function headerLines(h: HeaderMap, out: LeanH1Downstream | undefined): string {
           break;
       }
     }
-    if (typeof v === 'string') {
-      if (INVALID_HEADER_CHAR.test(v)) throw invalidHeader(name, 'character');
-      s += name + ': ' + v + CRLF;
-    } else {
-      for (const one of v) {
-        if (INVALID_HEADER_CHAR.test(one)) throw invalidHeader(name, 'character');
-        s += name + ': ' + one + CRLF;
-      }
-    }
+    s += headerValueLines(name, v, 'response');
   }
   return s;
 }

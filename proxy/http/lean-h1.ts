@@ -17,6 +17,14 @@ import type { Cluster } from '../model';
 import type { ClusterManager, UpstreamHost } from '../types';
 import type { HeaderMap } from './headers';
 import {
+  CRLF,
+  FOLD_OPTIONS,
+  HTTP_TOKEN,
+  LAST_CHUNK,
+  headerValueLines,
+  invalidHeader,
+} from './h1-wire';
+import {
   upstreamAlpn,
   type UpstreamFailure,
   type UpstreamListener,
@@ -57,12 +65,10 @@ const kOnMessageComplete = HTTPParser.kOnMessageComplete | 0;
 type AddHeaderLine = (this: object, field: string, value: string, dest: HeaderMap) => void;
 const addHeaderLine = (http.IncomingMessage.prototype as unknown as { _addHeaderLine: unknown })
   ._addHeaderLine as AddHeaderLine;
-/** `this` of addHeaderLine: an IncomingMessage with the default joinDuplicateHeaders. */
-const FOLD_OPTIONS = { joinDuplicateHeaders: false };
+/** Which head lean-h1 writes, for error messages. */
+const SIDE = 'upstream request';
 
-/** Node's checks for outgoing header values, names and paths (`_http_common`, `_http_client`). */
-const INVALID_HEADER_CHAR = /[^\t\x20-\x7e\x80-\xff]/;
-const HTTP_TOKEN = /^[\^_`a-zA-Z\-0-9!#$%&'*+.|~]+$/;
+/** Node's check for request paths (`_http_client`). */
 const INVALID_PATH = /[^\u0021-\u00ff]/;
 
 /** Methods whose empty body gets no `content-length: 0` (Node's useChunkedEncodingByDefault). */
@@ -75,21 +81,12 @@ const NO_BODY_METHODS: ReadonlySet<string> = new Set([
   'CONNECT',
 ]);
 
-const CRLF = '\r\n';
-const LAST_CHUNK = '0\r\n\r\n';
-
 /** Marks errors of `ClusterManager.connect`. */
 type ErrorWithCode = Error & { code?: string };
 
 /** Idle sockets close after about this long unless the cluster says otherwise (see
  * upstream-pool.ts: shorter than Node's default server keep-alive of 5 s). */
 const DEFAULT_IDLE_MS = 4_000;
-
-function invalidHeader(name: string, what: string): Error {
-  const err: ErrorWithCode = new TypeError(`invalid ${what} in upstream request header "${name}"`);
-  err.code = what === 'name' ? 'ERR_INVALID_HTTP_TOKEN' : 'ERR_INVALID_CHAR';
-  return err;
-}
 
 /** `name: value` lines of the head (no framing header, no blank line). @throws on bad input */
 function headerLines(method: string, path: string, h: HeaderMap, out: LeanH1Request): string {
@@ -102,27 +99,16 @@ function headerLines(method: string, path: string, h: HeaderMap, out: LeanH1Requ
   for (const name of Object.keys(h)) {
     const v = h[name];
     if (v === undefined) continue;
-    if (!HTTP_TOKEN.test(name)) throw invalidHeader(name, 'name');
+    if (!HTTP_TOKEN.test(name)) throw invalidHeader(name, 'name', SIDE);
     if (name === 'content-length') out.hasLength = true;
     else if (name === 'transfer-encoding') {
       // Set by a header edit: its framing is what the upstream will read.
       out.hasLength = true;
       out.chunked = String(v).toLowerCase().endsWith('chunked');
     } else if (name === 'expect') out.expect = true;
-    if (typeof v === 'string') {
-      if (INVALID_HEADER_CHAR.test(v)) throw invalidHeader(name, 'character');
-      s += name + ': ' + v + CRLF;
-    } else if (name === 'cookie' && v.length > 1) {
-      // Node joins cookie values (RFC 6265 §5.4: one cookie header).
-      const j = v.join('; ');
-      if (INVALID_HEADER_CHAR.test(j)) throw invalidHeader(name, 'character');
-      s += name + ': ' + j + CRLF;
-    } else {
-      for (const one of v) {
-        if (INVALID_HEADER_CHAR.test(one)) throw invalidHeader(name, 'character');
-        s += name + ': ' + one + CRLF;
-      }
-    }
+    // Node joins cookie values (RFC 6265 §5.4: one cookie header).
+    const value = typeof v !== 'string' && name === 'cookie' && v.length > 1 ? v.join('; ') : v;
+    s += headerValueLines(name, value, SIDE);
   }
   return s;
 }
