@@ -414,20 +414,16 @@ export class Proxy implements Lifecycle, ConfigHolder {
 
   /** mTLS to pilot with the current workload certificate, read at each (re)connect. */
   private pilotCredentials() {
-    const read = (name: string) => {
-      const file = path.join(this.opts.certsDir, name);
-      try {
-        return fs.readFileSync(file, 'utf8');
-      } catch (err) {
-        throw new NoCertificateError(
-          `no workload certificate for pilot: cannot read ${file}: ${(err as NodeJS.ErrnoException).code ?? String(err)}`,
-          { cause: err },
-        );
-      }
-    };
-    return clientCredentials(read('root-cert.pem'), this.opts.pilotSpiffeId, {
-      certChainPem: read('cert-chain.pem'),
-      keyPem: read('key.pem'),
+    // The TLS provider already read and checked the files (key matches, in validity): use that
+    // copy rather than reading the directory again, possibly mid-rotation.
+    const id = this.tls.identity();
+    if (!id)
+      throw new NoCertificateError(
+        `no workload certificate for pilot: none loaded from ${this.opts.certsDir} yet`,
+      );
+    return clientCredentials(id.rootsPem, this.opts.pilotSpiffeId, {
+      certChainPem: id.certChainPem,
+      keyPem: id.keyPem,
     });
   }
 

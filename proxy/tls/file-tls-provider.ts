@@ -188,6 +188,14 @@ export class FileTlsProvider implements TlsProvider {
     return this.material?.spiffeId ?? '';
   }
 
+  /**
+   * The loaded and checked workload identity (chain, key, roots, PEM) for clients that build
+   * their own credentials (the xDS channel to pilot); undefined before one loads.
+   */
+  identity(): Pick<WorkloadMaterial, 'certChainPem' | 'keyPem' | 'rootsPem'> | undefined {
+    return this.material;
+  }
+
   /** The workload certificate's notAfter (for the telemetry gauge), undefined before one loads. */
   certificateExpiry(): Date | undefined {
     return this.material?.notAfter;
