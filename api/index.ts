@@ -5,6 +5,7 @@
 import * as path from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import * as protoLoader from '@grpc/proto-loader';
+import * as protobuf from 'protobufjs';
 import type { ProtoGrpcType as CaProtoGrpcType } from './gen/ca';
 import type { ProtoGrpcType as PilotProtoGrpcType } from './gen/registration';
 
@@ -45,6 +46,33 @@ export function loadPilotProto(): PilotProtoGrpcType {
   return pilotProto;
 }
 
+/**
+ * The type URL of pilot's name table (sail.pilot.v1.NameTable, nds.proto), served over ADS to
+ * node agents for their DNS resolver.
+ */
+export const NAME_TABLE_TYPE_URL = 'type.googleapis.com/sail.pilot.v1.NameTable';
+
+let nameTable: protobuf.Type | undefined;
+
+/**
+ * The protobufjs type of sail.pilot.v1.NameTable (cached): pilot encodes the xDS resource with it
+ * and the node agent decodes it. Field names are camelCase (protobufjs' default), as for Envoy's types.
+ */
+export function nameTableType(): protobuf.Type {
+  if (!nameTable) {
+    const root = new protobuf.Root();
+    root.loadSync(path.join(PROTO_ROOT, 'sail', 'pilot', 'v1', 'nds.proto'), { keepCase: false });
+    root.resolveAll();
+    nameTable = root.lookupType('sail.pilot.v1.NameTable');
+  }
+  return nameTable;
+}
+
+export type {
+  NameTable,
+  NameTable__Output,
+  _sail_pilot_v1_NameTable_NameInfo__Output as NameInfo__Output,
+} from './gen/sail/pilot/v1/NameTable';
 export type {
   CertificateAuthorityClient,
   CertificateAuthorityHandlers,

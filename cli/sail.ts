@@ -5,12 +5,14 @@
  */
 import yargs from 'yargs';
 import { caCommand, controlPlaneCommand } from './commands/ca';
+import { captureCommand } from './commands/capture';
 import { configCommands } from './commands/config';
 import { pilotCommand } from './commands/pilot';
 import { joinCommand } from './commands/join';
 import { nodeAgentCommand } from './commands/node-agent';
 import { nodeCommand } from './commands/node';
 import { proxyCommand } from './commands/proxy';
+import { statusCommand } from './commands/status';
 import { tokenCommand } from './commands/token';
 import { EXIT_USAGE, reportCliError } from './errors';
 import { SAIL_VERSION } from './version';
@@ -28,7 +30,9 @@ export async function main(argv: string[]): Promise<void> {
     .command(nodeCommand)
     .command(joinCommand as never)
     .command(nodeAgentCommand as never)
+    .command(captureCommand as never)
     .command(proxyCommand as never)
+    .command(statusCommand as never)
     .command(configCommands.map(c => c as never))
     .command('version', 'Print the version', {}, () => {
       process.stdout.write(`sail ${SAIL_VERSION} (node ${process.version})\n`);

@@ -51,7 +51,13 @@ describe('parseNodeAgentConfig', () => {
         labels: { app: 'reviews', version: 'v1' },
         ports: [{ name: 'http', port: 9080 }],
         address: 'auto',
-        health: { http: { port: 9080, path: '/health' }, intervalMs: 5000 },
+        health: {
+          http: { port: 9080, path: '/health' },
+          intervalMs: 5000,
+          timeoutMs: 2000,
+          failureThreshold: 3,
+          successThreshold: 1,
+        },
       },
       certs: { dir: '/var/lib/sail/certs', ttlMs: 24 * 3600_000, keyAlgorithm: 'ec-p256' },
       stateDir: '/var/lib/sail',
@@ -61,9 +67,24 @@ describe('parseNodeAgentConfig', () => {
         excludeOutboundCidrs: '',
         includeInboundPorts: '*',
         excludeInboundPorts: '22',
+        excludeOutboundPorts: '',
+        ipv6: 'auto',
       },
-      dns: { enabled: true, listen: '127.0.0.1:15053' },
-      proxy: { enabled: true },
+      dns: { enabled: true, listen: '127.0.0.1:15053', resolvConf: '/etc/resolv.conf' },
+      proxy: {
+        enabled: true,
+        user: 'sail-proxy',
+        adminListen: '127.0.0.1:15000',
+        stopGraceMs: 20_000,
+        accessLog: false,
+        nodeOptions: '',
+      },
+      proxyless: {
+        enabled: true,
+        socket: '/run/sail/xds.sock',
+        bootstrapFile: '/run/sail/grpc-bootstrap.json',
+      },
+      runDir: '/run/sail',
       status: { listen: '127.0.0.1:15020' },
     });
   });
@@ -249,9 +270,39 @@ certs: { keyAlgorithm: ec-p384, ttl: 1h }`,
       want: 'x.yaml: capture.excludeInboundPorts: "ssh" is not a port',
     },
     {
+      name: 'a health check with two probes',
+      yaml: 'controlPlane: { address: a }\nworkload: { health: { tcp: { port: 1 }, exec: { command: [/bin/true] } } }',
+      want: 'x.yaml: workload.health: want exactly one of http, tcp or exec',
+    },
+    {
+      name: 'an exec probe without a command',
+      yaml: 'controlPlane: { address: a }\nworkload: { health: { exec: { command: [] } } }',
+      want: 'x.yaml: workload.health.exec.command: want the program',
+    },
+    {
+      name: 'a bad workload group',
+      yaml: 'controlPlane: { address: a }\nworkload: { group: reviews }',
+      want: 'x.yaml: workload.group: want a WorkloadGroup as NAMESPACE/NAME',
+    },
+    {
+      name: 'a bad capture.ipv6',
+      yaml: 'controlPlane: { address: a }\ncapture: { ipv6: maybe }',
+      want: 'x.yaml: capture.ipv6: want auto, true or false',
+    },
+    {
+      name: 'a bad proxy user',
+      yaml: 'controlPlane: { address: a }\nproxy: { user: "Sail Proxy" }',
+      want: 'x.yaml: proxy.user: want a system user name',
+    },
+    {
+      name: 'a bad DNS upstream',
+      yaml: 'controlPlane: { address: a }\ndns: { upstreams: [resolver.lan] }',
+      want: 'x.yaml: dns.upstreams.0: want an IP address or IP:PORT',
+    },
+    {
       name: 'a health check with neither http nor tcp',
       yaml: 'controlPlane: { address: a }\nworkload: { health: { intervalSeconds: 5 } }',
-      want: 'x.yaml: workload.health: want exactly one of http or tcp',
+      want: 'x.yaml: workload.health: want exactly one of http, tcp or exec',
     },
     {
       name: 'a non-boolean switch',
@@ -284,6 +335,16 @@ certs: { keyAlgorithm: ec-p384, ttl: 1h }`,
 });
 
 describe('loadNodeAgentConfig', () => {
+  it('accepts the sample packaging/node-agent.yaml, whose values are the defaults', () => {
+    const sample = path.join(__dirname, '..', 'packaging', 'node-agent.yaml');
+    const fromSample = loadNodeAgentConfig(sample, { hostname: 'vm-1' }).settings;
+    const minimal = parseNodeAgentConfig(sample, 'controlPlane: { address: 10.0.0.10 }', {
+      hostname: 'vm-1',
+      baseDir: path.dirname(sample),
+    }).settings;
+    expect(fromSample).toEqual(minimal);
+  });
+
   it('reads a file and resolves paths against its directory', () => {
     const tmp = makeTmpDir();
     try {

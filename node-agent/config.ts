@@ -35,6 +35,14 @@ export const MIXER_PORT = 9091;
 /** The CA refuses shorter lifetimes, so the agent rejects them up front. */
 export const MIN_CERT_TTL_MS = 10_000;
 export const DEFAULT_HEALTH_INTERVAL_SECONDS = 5;
+export const DEFAULT_HEALTH_TIMEOUT_SECONDS = 2;
+export const DEFAULT_HEALTH_FAILURE_THRESHOLD = 3;
+export const DEFAULT_HEALTH_SUCCESS_THRESHOLD = 1;
+export const DEFAULT_PROXY_USER = 'sail-proxy';
+export const DEFAULT_PROXY_ADMIN_LISTEN = '127.0.0.1:15000';
+export const DEFAULT_PROXY_STOP_GRACE = '20s';
+export const DEFAULT_RUN_DIR = '/run/sail';
+export const DEFAULT_RESOLV_CONF = '/etc/resolv.conf';
 
 /** The SPIFFE ID the CA serves with, in trust domain `trustDomain` (defined once, in common/pki). */
 export { controlPlaneSpiffeId };
@@ -170,16 +178,40 @@ const healthSchema = z
       })
       .optional(),
     tcp: z.strictObject({ port: zPort }).optional(),
+    exec: z
+      .strictObject({
+        command: z
+          .array(z.string().min(1, 'want a non-empty argument'))
+          .min(1, 'want the program and its arguments, e.g. [/usr/bin/check, --quick]'),
+      })
+      .optional(),
     intervalSeconds: z
       .number()
       .int()
       .min(1, 'want at least 1 second')
       .max(3600, 'want at most 3600 seconds')
       .default(DEFAULT_HEALTH_INTERVAL_SECONDS),
+    timeoutSeconds: z
+      .number()
+      .positive('want more than 0 seconds')
+      .max(600, 'want at most 600 seconds')
+      .default(DEFAULT_HEALTH_TIMEOUT_SECONDS),
+    failureThreshold: z
+      .number()
+      .int()
+      .min(1, 'want at least 1')
+      .max(100, 'want at most 100')
+      .default(DEFAULT_HEALTH_FAILURE_THRESHOLD),
+    successThreshold: z
+      .number()
+      .int()
+      .min(1, 'want at least 1')
+      .max(100, 'want at most 100')
+      .default(DEFAULT_HEALTH_SUCCESS_THRESHOLD),
   })
   .superRefine((h, ctx) => {
-    if (!h.http === !h.tcp)
-      ctx.addIssue({ code: 'custom', message: 'want exactly one of http or tcp' });
+    if ([h.http, h.tcp, h.exec].filter(x => x !== undefined).length !== 1)
+      ctx.addIssue({ code: 'custom', message: 'want exactly one of http, tcp or exec' });
   });
 
 const workloadSchema = z
@@ -246,6 +278,12 @@ const workloadSchema = z
       .refine(s => s === 'auto' || net.isIP(s) !== 0, { message: 'want "auto" or an IP address' })
       .default('auto'),
     health: healthSchema.optional(),
+    group: z
+      .string()
+      .refine(g => g.split('/').length === 2 && g.split('/').every(isValidName), {
+        message: 'want a WorkloadGroup as NAMESPACE/NAME',
+      })
+      .optional(),
   })
   .prefault({});
 
@@ -274,6 +312,10 @@ const captureSchema = z
     excludeOutboundCidrs: listOf('a CIDR', isCidr, false).default(''),
     includeInboundPorts: listOf('a port', isPortText, true).default('*'),
     excludeInboundPorts: listOf('a port', isPortText, false).default('22'),
+    excludeOutboundPorts: listOf('a port', isPortText, false).default(''),
+    ipv6: z
+      .union([z.literal('auto'), z.boolean()], { message: 'want auto, true or false' })
+      .default('auto'),
   })
   .prefault({});
 
@@ -296,9 +338,40 @@ export const nodeAgentFileSchema = z.strictObject({
     .strictObject({
       enabled: z.boolean().default(true),
       listen: zHostPort.default(DEFAULT_DNS_LISTEN),
+      resolvConf: zPath.default(DEFAULT_RESOLV_CONF),
+      upstreams: z
+        .array(
+          z.string().refine(s => net.isIP(s) !== 0 || (parseHostPort(s)?.port ?? 0) > 0, {
+            message: 'want an IP address or IP:PORT',
+          }),
+        )
+        .optional(),
     })
     .prefault({}),
-  proxy: z.strictObject({ enabled: z.boolean().default(true) }).prefault({}),
+  proxy: z
+    .strictObject({
+      enabled: z.boolean().default(true),
+      user: z
+        .string()
+        .regex(/^[a-z_][a-z0-9_-]*[$]?$/, 'want a system user name, e.g. sail-proxy')
+        .default(DEFAULT_PROXY_USER),
+      adminListen: zHostPort.default(DEFAULT_PROXY_ADMIN_LISTEN),
+      stopGrace: zDuration
+        .refine(ms => ms >= 1000, { message: 'want at least 1s' })
+        .prefault(DEFAULT_PROXY_STOP_GRACE),
+      logLevel: z.enum(LOG_LEVELS, { message: `want one of ${LOG_LEVELS.join(', ')}` }).optional(),
+      accessLog: z.boolean().default(false),
+      nodeOptions: z.string().default(''),
+    })
+    .prefault({}),
+  proxyless: z
+    .strictObject({
+      enabled: z.boolean().default(true),
+      socket: zPath.optional(),
+      bootstrapFile: zPath.optional(),
+    })
+    .prefault({}),
+  runDir: zPath.default(DEFAULT_RUN_DIR),
   status: z.strictObject({ listen: zHostPort.default(DEFAULT_STATUS_LISTEN) }).prefault({}),
 });
 
@@ -376,10 +449,15 @@ function resolve(
             health: {
               ...(w.health.http ? { http: w.health.http } : {}),
               ...(w.health.tcp ? { tcp: w.health.tcp } : {}),
+              ...(w.health.exec ? { exec: w.health.exec } : {}),
               intervalMs: w.health.intervalSeconds * 1000,
+              timeoutMs: Math.round(w.health.timeoutSeconds * 1000),
+              failureThreshold: w.health.failureThreshold,
+              successThreshold: w.health.successThreshold,
             },
           }
         : {}),
+      ...(w.group !== undefined ? { group: w.group } : {}),
     },
     certs: {
       dir: abs(file.certs.dir),
@@ -388,8 +466,29 @@ function resolve(
     },
     stateDir: abs(file.stateDir),
     capture: file.capture,
-    dns: file.dns,
-    proxy: file.proxy,
+    dns: {
+      enabled: file.dns.enabled,
+      listen: file.dns.listen,
+      resolvConf: abs(file.dns.resolvConf),
+      ...(file.dns.upstreams ? { upstreams: file.dns.upstreams } : {}),
+    },
+    proxy: {
+      enabled: file.proxy.enabled,
+      user: file.proxy.user,
+      adminListen: file.proxy.adminListen,
+      stopGraceMs: file.proxy.stopGrace,
+      ...(file.proxy.logLevel ? { logLevel: file.proxy.logLevel } : {}),
+      accessLog: file.proxy.accessLog,
+      nodeOptions: file.proxy.nodeOptions,
+    },
+    proxyless: {
+      enabled: file.proxyless.enabled,
+      socket: abs(file.proxyless.socket ?? path.join(file.runDir, 'xds.sock')),
+      bootstrapFile: abs(
+        file.proxyless.bootstrapFile ?? path.join(file.runDir, 'grpc-bootstrap.json'),
+      ),
+    },
+    runDir: abs(file.runDir),
     status: file.status,
   };
   return { settings, logLevel: file.logLevel };

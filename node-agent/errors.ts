@@ -18,6 +18,11 @@ export const AGENT_ERROR_CODES = [
   'AGENT_CA_FINGERPRINT_MISMATCH',
   'AGENT_START_ABORTED',
   'AGENT_JOIN_CONFIG_EXISTS',
+  // Defined next to their subsystems (supervisor/, capture/, xds-relay/ errors.ts), listed here.
+  'AGENT_PROXY_SPAWN_FAILED',
+  'AGENT_CAPTURE_NO_IPTABLES',
+  'AGENT_CAPTURE_APPLY_FAILED',
+  'AGENT_XDS_RELAY_NO_IDENTITY',
 ] as const;
 
 /** One of AGENT_ERROR_CODES. */

@@ -11,8 +11,17 @@ export type {
   CaptureOptions,
   DnsOptions,
   ProxyOptions,
+  ProxylessOptions,
   IdentityTuning,
 } from './options';
+export { lookupSystemUser } from './capture';
+export {
+  HostMesh,
+  captureNameservers,
+  resolvConfNameservers,
+  sidecarNodeId,
+  type HostMeshStatus,
+} from './host-mesh';
 export {
   DEFAULT_CONFIG_FILE,
   DEFAULT_TRUST_DOMAIN,

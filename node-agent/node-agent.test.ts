@@ -49,7 +49,13 @@ controlPlane:
 workload: { namespace: default, serviceAccount: reviews }
 certs: { dir: certs, ttl: 1h }
 stateDir: state
+runDir: run
 status: { listen: 127.0.0.1:0 }
+# Identity and status only: the mesh side (proxy, capture, DNS, relay) has its own tests.
+proxy: { enabled: false }
+capture: { mode: none }
+dns: { enabled: false }
+proxyless: { enabled: false }
 `;
   const { settings } = parseNodeAgentConfig('node-agent.yaml', yaml, {
     baseDir: tmp.dir,

@@ -1,6 +1,14 @@
 /**
- * The node agent: the per-host daemon of DESIGN §1. This issue builds its identity subsystem and
- * status endpoint; capture, proxy supervision, registration and DNS plug in as further subsystems.
+ * The node agent: the per-host daemon of DESIGN §1. It obtains and rotates the host's identity,
+ * registers the workload with pilot and probes its health, supervises the proxy, installs traffic
+ * capture once the proxy is ready, answers mesh names on its DNS server, relays xDS for proxyless
+ * gRPC applications, and reports all of it on the status server (:15020).
+ *
+ * Start order (each step only after the one before, so the host never captures traffic without a
+ * ready proxy): status server → identity (from disk at once when still valid, else the CA) →
+ * stale capture rules removed → registration, DNS, xDS relay (none of them waits on the control
+ * plane) → the proxy, until ready → capture. Stop order is the reverse: capture first, so
+ * applications' new connections go direct while the proxy drains.
  */
 import * as path from 'node:path';
 import { type Clock, systemClock } from '../common/clock';
@@ -19,6 +27,7 @@ import {
   DEFAULT_RETRY_MAX_MS,
 } from './identity/rotator';
 import type { NodeAgentOptions } from './options';
+import { HostMesh } from './host-mesh';
 import { AgentMetrics } from './status/metrics';
 import { StatusServer } from './status/status-server';
 
@@ -40,6 +49,7 @@ export class NodeAgent implements Lifecycle {
   private readonly rotator: CertRotator;
   private readonly metrics: AgentMetrics;
   private readonly status: StatusServer;
+  private readonly mesh: HostMesh;
   /** Aborted by close(): stops the background tasks and a start() still waiting for a certificate. */
   private readonly abort = new AbortController();
   private readonly closeOnce = new CloseOnce();
@@ -97,11 +107,27 @@ export class NodeAgent implements Lifecycle {
       if (change.source === 'ca') this.metrics.rotated();
     });
     this.rotator.onRotationError(reason => this.metrics.rotationFailed(reason));
+    this.mesh = new HostMesh({
+      settings: opts,
+      logger: this.log,
+      clock: this.clock,
+      registry: this.metrics.registry,
+      identity: () => this.rotator.current(),
+      ...(opts.proxyUser ? { proxyUser: opts.proxyUser } : {}),
+      ...(opts.proxyCommand ? { proxyCommand: opts.proxyCommand } : {}),
+      ...(opts.logLevel ? { logLevel: opts.logLevel } : {}),
+      ...(opts.proxyStdio ? { proxyStdio: opts.proxyStdio } : {}),
+    });
+    this.rotator.onCertificateChanged((_id, change) => {
+      if (change.source === 'ca') this.mesh.certificatesChanged();
+    });
     this.status = new StatusServer({
       listen: opts.status.listen,
       logger: this.log.child({ subsystem: 'status' }),
       clock: this.clock,
       current: () => this.rotator.current(),
+      meshReady: () => this.mesh.ready,
+      details: async () => ({ node: opts.nodeName, ...(await this.mesh.status()) }),
       registry: this.metrics.registry,
     });
   }
@@ -135,9 +161,16 @@ export class NodeAgent implements Lifecycle {
     return this.rotator.onCertificateChanged(listener);
   }
 
+  /** True when the host has a valid certificate, a ready proxy and its capture installed. */
+  get ready(): boolean {
+    const id = this.rotator.current();
+    return id !== undefined && id.notAfter.getTime() > this.clock.now() && this.mesh.ready;
+  }
+
   /**
-   * Starts the agent; resolves once it has a valid certificate. Waits (retrying the CA) as long as
-   * it takes, unless close() is called.
+   * Starts the agent; resolves once the host is meshed: it has a valid certificate, the proxy is
+   * ready and capture installed (HostMesh's order). Waits (retrying the CA, waiting for the
+   * proxy) as long as it takes, unless close() is called.
    * @throws AlreadyStartedError on a second call; ClosedError after close();
    *   StartAbortedError when close() ends the wait; the status server's bind error
    */
@@ -154,6 +187,7 @@ export class NodeAgent implements Lifecycle {
       'Starting node agent',
     );
     const signal = this.abort.signal;
+    const startedAt = performance.now();
     try {
       await this.status.start();
       await this.rotator.loadFromDisk();
@@ -163,10 +197,16 @@ export class NodeAgent implements Lifecycle {
       });
       const identity = await this.rotator.waitForIdentity(signal);
       this.log.info(
+        { spiffeId: identity.spiffeId, notAfter: identity.notAfter.toISOString() },
+        'Workload identity ready',
+      );
+      await this.mesh.start(signal);
+      if (signal.aborted) throw new StartAbortedError();
+      this.log.info(
         {
           spiffeId: identity.spiffeId,
-          notAfter: identity.notAfter.toISOString(),
           address: this.status.address,
+          startupMs: Math.round(performance.now() - startedAt),
         },
         'Node agent ready',
       );
@@ -179,12 +219,15 @@ export class NodeAgent implements Lifecycle {
   }
 
   /**
-   * Stops renewal (cancelling a CA call in flight), closes the CA channel and the status server.
-   * Idempotent; concurrent callers share one promise. Bounded by shutdownGraceMs.
+   * Leaves the mesh (capture removed, the workload deregistered, the proxy drained: HostMesh's
+   * close, bounded by the proxy's stop grace), then stops renewal (cancelling a CA call in
+   * flight), closes the CA channel and the status server. Idempotent; concurrent callers share
+   * one promise.
    */
   close(): Promise<void> {
     return this.closeOnce.run(async () => {
       this.abort.abort();
+      await this.mesh.close();
       if (this.tasks) {
         // Real time, not the injected clock: the bound must hold even when a test's clock stands still.
         let timer: NodeJS.Timeout | undefined;

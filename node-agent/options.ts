@@ -3,7 +3,7 @@
  * filled in. `config.ts` is the only code that turns a config file into these (STYLE 2.4).
  */
 import type { Clock } from '../common/clock';
-import type { Logger } from '../common/logging';
+import type { Logger, LogLevel } from '../common/logging';
 import type { KeyAlgorithm } from '../common/pki';
 
 /** Where the control plane is and how the agent first proves who it is. */
@@ -35,11 +35,17 @@ export interface WorkloadPort {
   readonly port: number;
 }
 
-/** How the agent probes the local workload (used by registration, a later issue). */
+/** How the agent probes the local workload; exactly one of http, tcp and exec. */
 export interface HealthCheckOptions {
   readonly http?: { readonly port: number; readonly path: string };
   readonly tcp?: { readonly port: number };
+  readonly exec?: { readonly command: readonly string[] };
   readonly intervalMs: number;
+  readonly timeoutMs: number;
+  /** Consecutive failures that make a healthy workload unhealthy. */
+  readonly failureThreshold: number;
+  /** Consecutive successes that make an unhealthy workload healthy. */
+  readonly successThreshold: number;
 }
 
 /** The workload this host runs: its identity and what it serves. */
@@ -51,6 +57,8 @@ export interface WorkloadOptions {
   /** `auto` (the host's source address toward the control plane) or an IP address. */
   readonly address: string;
   readonly health?: HealthCheckOptions;
+  /** WorkloadGroup `NAMESPACE/NAME` whose template fills in what the host does not say. */
+  readonly group?: string;
 }
 
 /** The workload certificate: where it lives, how long it lives, what key it has. */
@@ -64,24 +72,51 @@ export interface CertsOptions {
   readonly owner?: { readonly uid: number; readonly gid: number };
 }
 
-/** Traffic capture settings (applied by a later issue; validated now). */
+/** Traffic capture settings (Istio 1.0 semantics: `*` all, empty none, excludes first). */
 export interface CaptureOptions {
   readonly mode: 'redirect' | 'tproxy' | 'none';
   readonly includeOutboundCidrs: string;
   readonly excludeOutboundCidrs: string;
   readonly includeInboundPorts: string;
   readonly excludeInboundPorts: string;
+  readonly excludeOutboundPorts: string;
+  /** `auto`: ip6tables rules too where the host has IPv6 and ip6tables works. */
+  readonly ipv6: 'auto' | boolean;
 }
 
-/** The agent's DNS server (a later issue; validated now). */
+/** The agent's DNS server for mesh names. */
 export interface DnsOptions {
   readonly enabled: boolean;
   readonly listen: string;
+  /** The host's resolver config; its nameservers are where non-mesh names go. */
+  readonly resolvConf: string;
+  /** Explicit upstream nameservers (IP or IP:PORT), instead of resolvConf's. */
+  readonly upstreams?: readonly string[];
 }
 
-/** Proxy supervision (a later issue; validated now). `enabled: false` means identity only. */
+/** Proxy supervision. `enabled: false` means identity only. */
 export interface ProxyOptions {
   readonly enabled: boolean;
+  /** The system user the proxy runs as; capture exempts its uid and gid. */
+  readonly user: string;
+  /** The proxy's admin address (`/ready` is polled there). */
+  readonly adminListen: string;
+  /** SIGTERM, then at most this long for the proxy's drain, then SIGKILL. */
+  readonly stopGraceMs: number;
+  /** The proxy's log level; default: the agent's. */
+  readonly logLevel?: LogLevel;
+  readonly accessLog: boolean;
+  /** NODE_OPTIONS for the proxy process (e.g. `--max-semi-space-size=2`). */
+  readonly nodeOptions: string;
+}
+
+/** The local xDS endpoint for proxyless gRPC applications. */
+export interface ProxylessOptions {
+  readonly enabled: boolean;
+  /** The unix socket the agent serves xDS on (relayed to pilot). */
+  readonly socket: string;
+  /** Where the gRPC xDS bootstrap for applications is written (GRPC_XDS_BOOTSTRAP). */
+  readonly bootstrapFile: string;
 }
 
 /** Tuning of the identity subsystem; the defaults suit production. */
@@ -108,6 +143,9 @@ export interface NodeAgentSettings {
   readonly capture: CaptureOptions;
   readonly dns: DnsOptions;
   readonly proxy: ProxyOptions;
+  readonly proxyless: ProxylessOptions;
+  /** Runtime directory (sockets, the proxy's config and pid file): /run/sail. */
+  readonly runDir: string;
   /** `HOST:PORT` of the status server (`/healthz/ready`, `/metrics`); port 0 picks one. */
   readonly status: { readonly listen: string };
 }
@@ -131,4 +169,16 @@ export interface NodeAgentOptions extends NodeAgentSettings {
   readonly processMetrics?: boolean;
   /** Retry and deadline tuning of the identity subsystem (tests shorten them). */
   readonly identityTuning?: IdentityTuning;
+  /**
+   * The proxy's system user (`proxy.user`, looked up by `sail node-agent`): the proxy runs as it,
+   * the certificate files and the proxy's state belong to it, and capture exempts its uid and gid.
+   * Absent: the proxy runs as the agent's own user.
+   */
+  readonly proxyUser?: { readonly uid: number; readonly gid: number };
+  /** How to run `sail proxy`; default: this program (node + sail.js, or the single binary). */
+  readonly proxyCommand?: readonly string[];
+  /** The agent's log level (the proxy's default). */
+  readonly logLevel?: LogLevel;
+  /** `pipe`: the proxy's log lines are re-logged by the agent (tests). Default `inherit`. */
+  readonly proxyStdio?: 'inherit' | 'pipe';
 }

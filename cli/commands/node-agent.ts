@@ -5,8 +5,15 @@
 import * as path from 'node:path';
 import type { Argv, CommandModule } from 'yargs';
 import { routeGrpcLogs } from '../../common/grpc';
+import { ConfigError } from '../../common/errors';
 import { createRootLogger, LOG_LEVELS, type LogLevel } from '../../common/logging';
-import { DEFAULT_CONFIG_FILE, NodeAgent, loadNodeAgentConfig } from '../../node-agent';
+import {
+  DEFAULT_CONFIG_FILE,
+  NodeAgent,
+  type NodeAgentSettings,
+  loadNodeAgentConfig,
+  lookupSystemUser,
+} from '../../node-agent';
 import { notifySystemdReady, runUntilSignal } from '../run';
 
 interface NodeAgentArgs {
@@ -65,9 +72,19 @@ export const nodeAgentCommand: CommandModule<object, NodeAgentArgs> = {
     const logger = createRootLogger(level).child({ role: 'node-agent' });
     routeGrpcLogs(logger);
 
+    // The proxy's user: the proxy runs as it and owns the certificate files. The agent takes it as
+    // its own group, so capture's owner match (by gid) also exempts the agent's own connections
+    // to the control plane and its DNS forwarding.
+    const settings = config.settings;
+    const proxyUser = resolveProxyUser(configFile, settings);
+    if (proxyUser && process.getgid?.() !== proxyUser.gid) process.setgid?.(proxyUser.gid);
+
     // Construct, start, and run until a signal.
     const agent = new NodeAgent({
-      ...config.settings,
+      ...settings,
+      certs: proxyUser ? { ...settings.certs, owner: proxyUser } : settings.certs,
+      ...(proxyUser ? { proxyUser } : {}),
+      logLevel: level,
       logger,
       onFatal: err => {
         logger.fatal({ err }, 'Node agent failed');
@@ -83,3 +100,29 @@ export const nodeAgentCommand: CommandModule<object, NodeAgentArgs> = {
     });
   },
 };
+
+/**
+ * The proxy's system user when the agent runs as root and supervises a proxy; undefined
+ * otherwise (the proxy then runs as the agent's user).
+ * @throws ConfigError when the user does not exist, or capture is on without root
+ */
+function resolveProxyUser(
+  configFile: string,
+  settings: NodeAgentSettings,
+): { uid: number; gid: number } | undefined {
+  if (!settings.proxy.enabled) return undefined;
+  const root = process.getuid?.() === 0;
+  if (!root) {
+    if (settings.capture.mode !== 'none')
+      throw new ConfigError(
+        `${configFile}: capture.mode: ${settings.capture.mode} needs root (iptables); run the agent as root or set capture.mode: none`,
+      );
+    return undefined;
+  }
+  const user = lookupSystemUser(settings.proxy.user);
+  if (!user)
+    throw new ConfigError(
+      `${configFile}: proxy.user: no such user ${JSON.stringify(settings.proxy.user)} in /etc/passwd (the sail-node-agent package creates it; by hand: useradd --system --no-create-home --shell /usr/sbin/nologin ${settings.proxy.user})`,
+    );
+  return user;
+}

@@ -1,6 +1,7 @@
 /**
  * The agent's status endpoint (:15020, loopback by default): `/healthz/ready` for systemd, load
- * balancers and humans, and `/metrics` for Prometheus.
+ * balancers and humans, `/status` (JSON, what `sail status` prints), and `/metrics` for
+ * Prometheus.
  */
 import * as http from 'node:http';
 import type { Clock } from '../../common/clock';
@@ -20,12 +21,19 @@ export interface ReadinessReport {
   readonly secondsLeft: number;
 }
 
-/** Readiness from the current certificate: ready while one is valid. */
-export function readiness(identity: WorkloadIdentity | undefined, nowMs: number): ReadinessReport {
+/**
+ * Readiness: ready while the certificate is valid and the mesh side (the proxy ready, capture
+ * installed; true when the host runs neither) is up.
+ */
+export function readiness(
+  identity: WorkloadIdentity | undefined,
+  nowMs: number,
+  meshReady = true,
+): ReadinessReport {
   if (!identity) return { ready: false, spiffeId: null, notAfter: null, secondsLeft: 0 };
   const leftMs = identity.notAfter.getTime() - nowMs;
   return {
-    ready: leftMs > 0,
+    ready: leftMs > 0 && meshReady,
     spiffeId: identity.spiffeId,
     notAfter: identity.notAfter.toISOString(),
     secondsLeft: Math.max(0, Math.floor(leftMs / 1000)),
@@ -40,6 +48,10 @@ export interface StatusServerOptions {
   readonly clock: Clock;
   /** The current certificate (undefined when none is valid). */
   readonly current: () => WorkloadIdentity | undefined;
+  /** True when the proxy is ready and capture installed (or the host runs neither). Default: true. */
+  readonly meshReady?: () => boolean;
+  /** The rest of `/status`: registration, proxy, capture, DNS, relay. */
+  readonly details?: () => Promise<Record<string, unknown>>;
   readonly registry: prom.Registry;
 }
 
@@ -55,8 +67,18 @@ export class StatusServer implements Lifecycle {
         path: '/healthz/ready',
         admin: false,
         handler: () => {
-          const report = readiness(opts.current(), opts.clock.now());
+          const report = readiness(opts.current(), opts.clock.now(), opts.meshReady?.() ?? true);
           return { status: report.ready ? 200 : 503, json: report };
+        },
+      },
+      {
+        method: 'GET',
+        path: '/status',
+        admin: false,
+        handler: async () => {
+          const report = readiness(opts.current(), opts.clock.now(), opts.meshReady?.() ?? true);
+          const details = opts.details ? await opts.details() : {};
+          return { status: 200, json: { ...report, ...details } };
         },
       },
       {

@@ -313,8 +313,8 @@ describe('XdsServer (plaintext port)', () => {
     expect(order).toEqual([CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE, ROUTE_TYPE]);
   });
 
-  it('sends only EDS on an endpoint-only push', async () => {
-    const c = sotw();
+  it('sends a sidecar only EDS on an endpoint-only push', async () => {
+    const c = sotw('sidecar~10.0.0.9~vm-9.default~default.svc.cluster.local');
     c.request({ typeUrl: CLUSTER_TYPE });
     c.ack(await c.next());
     c.request({ typeUrl: ENDPOINT_TYPE, resourceNames: [c1.name] });
@@ -326,6 +326,22 @@ describe('XdsServer (plaintext port)', () => {
     );
     const r = await c.next();
     expect(r.typeUrl).toBe(ENDPOINT_TYPE);
+    expect(await c.quiet(200)).toBe(0);
+  });
+
+  it("re-sends a proxyless client's clusters on an endpoint-only push when they changed (auto mTLS follows the endpoints)", async () => {
+    const c = sotw();
+    c.request({ typeUrl: CLUSTER_TYPE });
+    c.ack(await c.next());
+    c.request({ typeUrl: ENDPOINT_TYPE, resourceNames: [c1.name] });
+    c.ack(await c.next(), [c1.name]);
+    pushVersion(
+      '2',
+      { [CLUSTER_TYPE]: { [c2.name]: c2 }, [ENDPOINT_TYPE]: { [c1.name]: cla(c1.name, 1234) } },
+      { full: false, kinds: new Set(), endpointHosts: new Set(['a.default.svc.cluster.local']) },
+    );
+    const types = [(await c.next()).typeUrl, (await c.next()).typeUrl];
+    expect(types).toEqual([CLUSTER_TYPE, ENDPOINT_TYPE]);
     expect(await c.quiet(200)).toBe(0);
   });
 

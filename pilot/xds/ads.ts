@@ -24,7 +24,9 @@ import type { Logger } from '../../common/logging';
 import { prom } from '../../common/metrics';
 import { xdsRequestInvalid, xdsUnauthenticated } from '../errors';
 import { type EncodedResource, ResourceEncoder } from './encode';
+import { generateNameTable, NAME_TABLE_TYPE, nameTableCacheKey } from './generate/name-table';
 import {
+  CLUSTER_TYPE,
   ENDPOINT_TYPE,
   type Generator,
   type ProxyNode,
@@ -32,7 +34,6 @@ import {
   type PushContext,
   type PushRequest,
   TYPE_SHORT_NAMES,
-  type XdsType,
 } from './model';
 import { type PeerIdentity, peerIdentity, proxyNodeFrom, type WireNode } from './node';
 
@@ -41,7 +42,18 @@ const CONTROL_PLANE_ID = 'sail-pilot';
 /** Connections pushed between two yields to the event loop, so ACKs and new streams are served during a big push. */
 const PUSH_BATCH = 64;
 
-const isXdsType = (t: string): t is XdsType => (PUSH_ORDER as readonly string[]).includes(t);
+/**
+ * Every type served: Envoy's four in push order, then Sail's name table for node agents' DNS
+ * (docs/dns.md), which is generated here rather than by the Envoy generator.
+ */
+const ADS_TYPES = [...PUSH_ORDER, NAME_TABLE_TYPE] as const;
+type AdsType = (typeof ADS_TYPES)[number];
+const SHORT_NAMES: Readonly<Record<AdsType, string>> = {
+  ...TYPE_SHORT_NAMES,
+  [NAME_TABLE_TYPE]: 'nametable',
+};
+
+const isXdsType = (t: string): t is AdsType => (ADS_TYPES as readonly string[]).includes(t);
 
 /** A NACK, as shown by `sail proxy-config`. */
 export interface NackInfo {
@@ -53,7 +65,7 @@ export interface NackInfo {
 
 /** What one stream was sent and ACKed for one type. */
 interface Watch {
-  readonly type: XdsType;
+  readonly type: AdsType;
   /** SotW: the names of the last request; Delta: the subscribed names. Empty + wildcard = all. */
   names: Set<string>;
   wildcard: boolean;
@@ -84,7 +96,7 @@ interface Connection {
   readonly connectedAt: Date;
   readonly peer: PeerIdentity | undefined;
   node?: ProxyNode;
-  readonly watches: Map<XdsType, Watch>;
+  readonly watches: Map<AdsType, Watch>;
   nonce: number;
   readonly write: (msg: object) => void;
   closed: boolean;
@@ -176,8 +188,8 @@ class XdsMetrics {
   }
 }
 
-const shortType = (t: string) => TYPE_SHORT_NAMES[t as XdsType]?.slice(0, 1) ?? '?';
-const metricType = (t: XdsType) => `${shortType(t)}ds`;
+const shortType = (t: string) => SHORT_NAMES[t as AdsType]?.slice(0, 1) ?? '?';
+const metricType = (t: AdsType) => `${shortType(t)}ds`;
 
 export class XdsServer {
   private readonly log: Logger;
@@ -307,10 +319,10 @@ export class XdsServer {
       if (!n) continue;
       if (node !== undefined && n.identity.node !== node && n.id !== node) continue;
       const resources: ConnectionInfo['resources'] = {};
-      for (const type of PUSH_ORDER) {
+      for (const type of ADS_TYPES) {
         const w = con.watches.get(type);
         if (!w) continue;
-        resources[TYPE_SHORT_NAMES[type]] = {
+        resources[SHORT_NAMES[type]] = {
           subscribed: w.wildcard ? '*' : [...w.names].sort(),
           ...(w.versionSent !== undefined ? { versionSent: w.versionSent } : {}),
           ...(w.versionAcked !== undefined ? { versionAcked: w.versionAcked } : {}),
@@ -429,7 +441,7 @@ export class XdsServer {
     return proxy;
   }
 
-  private watch(con: Connection, type: XdsType): Watch {
+  private watch(con: Connection, type: AdsType): Watch {
     let w = con.watches.get(type);
     if (!w) {
       w = { type, names: new Set(), wildcard: false, sent: new Map(), reportedMissing: new Set() };
@@ -552,7 +564,7 @@ export class XdsServer {
         connection: con.id,
         nodeId: proxy.id,
         node: proxy.identity.node,
-        type: TYPE_SHORT_NAMES[w.type],
+        type: SHORT_NAMES[w.type],
         version,
         reason: message,
       },
@@ -563,10 +575,19 @@ export class XdsServer {
   private pushConnection(con: Connection, context: PushContext, request: PushRequest): void {
     const proxy = con.node!;
     con.pushVersion = context.version;
-    for (const type of PUSH_ORDER) {
+    for (const type of ADS_TYPES) {
       const w = con.watches.get(type);
       if (!w) continue;
-      if (!request.full && request.kinds.size === 0 && type !== ENDPOINT_TYPE) continue;
+      // The name table lists endpoint IPs (services without VIPs), so endpoint pushes reach it
+      // too; so do a proxyless client's clusters, whose auto mTLS depends on the endpoints.
+      if (
+        !request.full &&
+        request.kinds.size === 0 &&
+        type !== ENDPOINT_TYPE &&
+        type !== NAME_TABLE_TYPE &&
+        !(type === CLUSTER_TYPE && proxy.type === 'proxyless')
+      )
+        continue;
       try {
         if (con.delta) this.respondDelta(con, proxy, w, context);
         else this.respondSotw(con, proxy, w, context, false);
@@ -580,7 +601,7 @@ export class XdsServer {
   private pushError(con: Connection, w: Watch, err: unknown): void {
     this.metrics.pushErrors.inc({ type: metricType(w.type) });
     this.log.error(
-      { err, connection: con.id, nodeId: con.node?.id, type: TYPE_SHORT_NAMES[w.type] },
+      { err, connection: con.id, nodeId: con.node?.id, type: SHORT_NAMES[w.type] },
       'Cannot generate xDS resources',
     );
   }
@@ -591,7 +612,10 @@ export class XdsServer {
    */
   private generate(proxy: ProxyNode, w: Watch, context: PushContext): Generated {
     if (!w.wildcard && w.names.size === 0) return EMPTY_GENERATED;
-    const key = this.opts.generator.cacheKey?.(w.type, proxy, context);
+    const nds = w.type === NAME_TABLE_TYPE;
+    const key = nds
+      ? nameTableCacheKey(proxy, context)
+      : this.opts.generator.cacheKey?.(w.type, proxy, context);
     const memoKey =
       key === undefined
         ? undefined
@@ -601,7 +625,9 @@ export class XdsServer {
       if (hit) return hit;
     }
     const names = w.wildcard ? [] : [...w.names];
-    const generated = this.opts.generator.generate(w.type, proxy, context, names);
+    const generated = nds
+      ? generateNameTable(proxy, context, names)
+      : this.opts.generator.generate(w.type, proxy, context, names);
     const resources = generated.map(g => this.encoder.encode(w.type, g));
     const result: Generated = {
       resources,
@@ -612,7 +638,7 @@ export class XdsServer {
   }
 
   /** A SotW response without its nonce, serialized once per shared result and version. */
-  private sotwBody(g: Generated, type: XdsType, version: string): Buffer {
+  private sotwBody(g: Generated, type: AdsType, version: string): Buffer {
     if (g.body?.version === version) return g.body.bytes;
     const bytes = Buffer.from(
       this.types.response

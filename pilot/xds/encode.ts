@@ -6,6 +6,7 @@
  */
 import * as crypto from 'node:crypto';
 import type * as protobuf from 'protobufjs';
+import { NAME_TABLE_TYPE_URL, nameTableType } from '../../api';
 import { envoyType } from '../../api/envoy';
 import { type GeneratedResource, TYPE_URL_PREFIX } from './model';
 
@@ -48,7 +49,11 @@ export class ResourceEncoder {
     let t = this.types.get(typeUrl);
     if (!t) {
       if (!typeUrl.startsWith(TYPE_URL_PREFIX)) throw new Error(`not a type URL: ${typeUrl}`);
-      t = envoyType(typeUrl.slice(TYPE_URL_PREFIX.length));
+      // Sail's own name table is not an Envoy type (api/sail/pilot/v1/nds.proto).
+      t =
+        typeUrl === NAME_TABLE_TYPE_URL
+          ? nameTableType()
+          : envoyType(typeUrl.slice(TYPE_URL_PREFIX.length));
       this.types.set(typeUrl, t);
     }
     return t;

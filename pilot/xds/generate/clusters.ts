@@ -14,7 +14,7 @@ import {
   outboundClusterName,
   PASSTHROUGH_CLUSTER,
 } from './names';
-import type { DestinationRuleEntry, ProxyScope } from './scope';
+import { peerAuthenticationMode, type DestinationRuleEntry, type ProxyScope } from './scope';
 import { effectivePolicy, type EffectivePolicy } from './traffic-policy';
 import { grpcMutualUpstream, istioMutualUpstream, rawBufferSocket, userTlsUpstream } from './tls';
 import {
@@ -166,6 +166,30 @@ function dnsInstances(input: OutboundClusterInput): ServiceInstance[] {
   ];
 }
 
+/**
+ * Auto mTLS for gRPC's xDS client. gRPC has no transport socket matches, so the whole cluster
+ * decides: mutual TLS when every endpoint runs the mesh proxy under a STRICT PeerAuthentication
+ * (it refuses plaintext). Under PERMISSIVE the cluster stays plaintext, which the proxy accepts:
+ * its inbound side tells mesh mTLS from an application's own TLS by Istio's ALPN values, which
+ * gRPC never offers, so gRPC's TLS would be passed to the application undecrypted.
+ */
+function proxylessStrictMtls(input: OutboundClusterInput): boolean {
+  const { scope, service, port, subsetLabels } = input;
+  const instances = scope.push.registry
+    .instances(service.hostname, port.port)
+    .filter(i => Object.entries(subsetLabels ?? {}).every(([k, v]) => i.labels[k] === v));
+  return (
+    instances.length > 0 &&
+    instances.every(i => {
+      if (i.tlsMode !== 'istio') return false;
+      // The workload's own namespace (`namespace/name`) holds its PeerAuthentication.
+      const slash = i.workload.indexOf('/');
+      const ns = slash > 0 ? i.workload.slice(0, slash) : service.namespace;
+      return peerAuthenticationMode(scope.push, ns, i.labels, i.endpoint.port) === 'STRICT';
+    })
+  );
+}
+
 function buildOutboundCluster(input: OutboundClusterInput): Obj {
   const { scope, flavor, service, port, subset, dr } = input;
   const name = outboundClusterName(service.hostname, port.port, subset);
@@ -243,6 +267,13 @@ function buildOutboundCluster(input: OutboundClusterInput): Obj {
       flavor === 'proxyless'
         ? grpcMutualUpstream(sans)
         : istioMutualUpstream(sans, tls.sni ?? meshSni(service.hostname, port.port, subset));
+  } else if (
+    flavor === 'proxyless' &&
+    tls?.mode === undefined &&
+    cluster.type === 'EDS' &&
+    proxylessStrictMtls(input)
+  ) {
+    cluster.transportSocket = grpcMutualUpstream(sans);
   } else if ((tls?.mode === 'SIMPLE' || tls?.mode === 'MUTUAL') && flavor === 'sidecar') {
     cluster.transportSocket = userTlsUpstream(tls);
   } else if (autoMtls) {

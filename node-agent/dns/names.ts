@@ -1,0 +1,78 @@
+/**
+ * Which mesh names the resolver answers (docs/dns.md): a pure index over pilot's name table, so
+ * the DNS server only asks "is this name ours, and what are its addresses?".
+ */
+import * as net from 'node:net';
+
+/** One hostname of the name table (sail.pilot.v1.NameTable.NameInfo). */
+export interface NameTableEntry {
+  /** IPv4 and IPv6 addresses answered for the name. */
+  readonly ips: readonly string[];
+  /** For `NAME.NS.svc.SUFFIX` hosts: NAME. */
+  readonly shortname?: string;
+  /** For `NAME.NS.svc.SUFFIX` hosts: NS. */
+  readonly namespace?: string;
+}
+
+/** The addresses of one mesh name, split by family. */
+export interface MeshAnswer {
+  /** The table's hostname the query matched. */
+  readonly host: string;
+  readonly ipv4: readonly string[];
+  readonly ipv6: readonly string[];
+}
+
+/** A name as DNS compares it: lower case, without the trailing dot. */
+export function canonicalName(name: string): string {
+  const lower = name.toLowerCase();
+  return lower.endsWith('.') ? lower.slice(0, -1) : lower;
+}
+
+/**
+ * The names of a table, with the short forms of `NAME.NS.svc.SUFFIX` hosts: `NAME.NS`,
+ * `NAME.NS.svc` and `NAME.NS.svc.SUFFIX` for everyone, `NAME` alone for the node's own namespace
+ * (Kubernetes' search-path forms, which an application on a VM cannot get from a search path).
+ * Exact hostnames win over short forms; among short forms the first host in sorted order wins.
+ */
+export class NameIndex {
+  private readonly names = new Map<string, MeshAnswer>();
+
+  constructor(
+    table: ReadonlyMap<string, NameTableEntry>,
+    namespace: string,
+    domainSuffix = 'cluster.local',
+  ) {
+    const hosts = [...table.keys()].sort();
+    const answers = new Map<string, MeshAnswer>();
+    for (const host of hosts) {
+      const entry = table.get(host)!;
+      const ipv4 = entry.ips.filter(ip => net.isIPv4(ip));
+      const ipv6 = entry.ips.filter(ip => net.isIPv6(ip));
+      if (ipv4.length + ipv6.length === 0) continue;
+      const answer = { host: canonicalName(host), ipv4, ipv6 };
+      answers.set(host, answer);
+      this.names.set(answer.host, answer);
+    }
+    const suffix = canonicalName(domainSuffix);
+    const ns = canonicalName(namespace);
+    for (const host of hosts) {
+      const answer = answers.get(host);
+      const entry = table.get(host)!;
+      if (!answer || !entry.shortname || !entry.namespace) continue;
+      const head = `${canonicalName(entry.shortname)}.${canonicalName(entry.namespace)}`;
+      const aliases = [head, `${head}.svc`, `${head}.svc.${suffix}`];
+      if (canonicalName(entry.namespace) === ns) aliases.push(canonicalName(entry.shortname));
+      for (const alias of aliases) if (!this.names.has(alias)) this.names.set(alias, answer);
+    }
+  }
+
+  /** The mesh name `name` (any case, trailing dot or not) stands for, if any. */
+  lookup(name: string): MeshAnswer | undefined {
+    return this.names.get(canonicalName(name));
+  }
+
+  /** How many hostnames (not counting short forms) the index answers. */
+  get size(): number {
+    return new Set([...this.names.values()].map(a => a.host)).size;
+  }
+}

@@ -1,0 +1,33 @@
+/** How the node agent runs another `sail` subcommand (the proxy) with its own binary. */
+
+/** Environment variable naming the `sail` to run instead of this process's own. */
+export const SAIL_BINARY_ENV = 'SAIL_BINARY';
+
+/** True inside a Node single executable application (`node:sea`); false where Node lacks it. */
+export function isSingleExecutable(): boolean {
+  try {
+    // getBuiltinModule and node:sea are both newer than some Node 20 releases: guard each.
+    const getBuiltin = (process as { getBuiltinModule?: (id: string) => unknown }).getBuiltinModule;
+    const sea = getBuiltin?.call(process, 'node:sea') as { isSea?: () => boolean } | undefined;
+    return sea?.isSea?.() ?? false;
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * The command that runs this same `sail`: `[node, .../cli/sail.js]` when running the JS CLI,
+ * `[/usr/bin/sail]` inside the single executable. `SAIL_BINARY` overrides it: a path ending in
+ * `.js` (or `.cjs`) is run with this Node, anything else is run as an executable. Append the
+ * subcommand and its flags (`proxy --config FILE`).
+ */
+export function selfCommand(
+  env: NodeJS.ProcessEnv = process.env,
+  sea: boolean = isSingleExecutable(),
+): string[] {
+  const override = env[SAIL_BINARY_ENV];
+  if (override) return /\.c?js$/.test(override) ? [process.execPath, override] : [override];
+  if (sea) return [process.execPath];
+  const script = process.argv[1];
+  return script ? [process.execPath, script] : [process.execPath];
+}

@@ -1,0 +1,691 @@
+/**
+ * The node agent end to end (issue 5, root only): a control-plane namespace and three "VM"
+ * namespaces on one bridge (test/helpers/mesh-lab.ts), real `sail` processes from the build, real
+ * iptables, real sshd, and applications that know nothing of the mesh (test/helpers/mesh-apps.ts):
+ *
+ *   cp   10.A.B.2   `sail control-plane` (CA :15012, pilot :15010, admin :15014), LAN resolver :53
+ *   vm1  10.A.B.11  productpage v1 (sa productpage); the client calling reviews BY NAME:
+ *                   http://reviews:9080/, reviews:9090 (gRPC), reviews:9100 (TCP)
+ *   vm2  10.A.B.12  reviews v1 (sa reviews)
+ *   vm3  10.A.B.13  reviews v2 (sa reviews)
+ *   every VM: sshd :22, `sail join` then `sail node-agent` as root (capture, the supervised
+ *   proxy as sail-proxy, registration with a health probe of /health, DNS on :15053)
+ *
+ * ServiceEntries (STATIC, workloadSelector) make `reviews.default.svc.cluster.local` (VIP
+ * lab.vip(1)) and `productpage.default.svc.cluster.local` (VIP lab.vip(2)); a namespace-wide
+ * PeerAuthentication is STRICT.
+ *
+ * TODO(lead): the agent-dependent block below is `describe.skip` until `sail node-agent` runs
+ * capture, the supervisor, registration and DNS. To enable it:
+ *   1. replace `withAgent(` by `describe(` (SAIL_E2E_AGENT=1 runs it before that);
+ *   2. check agentConfig() against node-agent/config.ts (keys as of this draft: runDir,
+ *      proxyless, proxy.user/accessLog/stopGrace, workload.health.*, dns.*, status.listen);
+ *   3. check the status paths (/healthz/ready, /metrics on 127.0.0.1:15020) and metric names
+ *      (sail_agent_proxy_restarts_total);
+ *   4. .ci/run needs openssh-server (sshd) and dnsutils (dig; optional) in APT_PACKAGES.
+ * The setup block (control plane in cp, tokens, `sail join` in each VM, apps, sshd) runs now.
+ */
+import { spawnSync } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import * as YAML from 'yaml';
+import {
+  APP_PORTS,
+  callOnce,
+  type ClientStatus,
+  type HttpReply,
+  type MeshApp,
+  type MeshClient,
+  startApp,
+  startClient,
+} from '../helpers/mesh-apps';
+import {
+  CP,
+  LAN_DNS_JS,
+  type LabProcess,
+  MESH_APPS_JS,
+  MeshLab,
+  hostExec,
+} from '../helpers/mesh-lab';
+import { SAIL_JS, sailBuilt } from '../helpers/sail-process';
+import { waitFor } from '../helpers/wait-for';
+
+const has = (cmd: string) => spawnSync('sh', ['-c', `command -v ${cmd}`]).status === 0;
+const skipReason =
+  process.getuid?.() !== 0
+    ? 'needs root (network namespaces, iptables, sshd)'
+    : !has('ip') || !has('iptables-restore') || !has('setpriv') || !has('curl') || !has('getent')
+      ? 'needs ip (iproute2), iptables-restore, setpriv, curl and getent'
+      : !fs.existsSync('/usr/sbin/sshd') || !has('ssh-keygen')
+        ? 'needs /usr/sbin/sshd and ssh-keygen (openssh-server)'
+        : !sailBuilt() || !fs.existsSync(LAN_DNS_JS) || !fs.existsSync(MESH_APPS_JS)
+          ? 'run `npm run build` first (npm test does)'
+          : undefined;
+const run = skipReason ? describe.skip : describe;
+if (skipReason) console.warn(`node agent e2e test skipped: ${skipReason}`);
+
+jest.setTimeout(120_000);
+
+const NAMESPACE = 'default';
+const TRUST_DOMAIN = 'cluster.local';
+const PROXY_USER = 'sail-proxy';
+const spiffeIdOf = (sa: string) => `spiffe://${TRUST_DOMAIN}/ns/${NAMESPACE}/sa/${sa}`;
+const fqdn = (svc: string) => `${svc}.${NAMESPACE}.svc.cluster.local`;
+
+/** What each VM runs and is. */
+const HOSTS = {
+  vm1: { service: 'productpage', version: 'v1', sa: 'productpage' },
+  vm2: { service: 'reviews', version: 'v1', sa: 'reviews' },
+  vm3: { service: 'reviews', version: 'v2', sa: 'reviews' },
+} as const;
+type Vm = keyof typeof HOSTS;
+const VMS = Object.keys(HOSTS) as Vm[];
+
+/** The client's targets: names only, as an unmodified application would write them. */
+const TARGETS = {
+  httpUrl: `http://reviews:${APP_PORTS.http}/`,
+  grpcTarget: `reviews:${APP_PORTS.grpc}`,
+  tcpTarget: `reviews:${APP_PORTS.tcp}`,
+};
+
+// ------------------------------------------------------------------------------------------------
+// Configuration documents (what `sail apply -f` gets)
+
+function serviceEntry(svc: string, vip: string): Record<string, unknown> {
+  return {
+    apiVersion: 'networking.istio.io/v1beta1',
+    kind: 'ServiceEntry',
+    metadata: { name: svc, namespace: NAMESPACE },
+    spec: {
+      hosts: [fqdn(svc)],
+      addresses: [vip],
+      location: 'MESH_INTERNAL',
+      resolution: 'STATIC',
+      ports: [
+        { number: APP_PORTS.http, name: 'http', protocol: 'HTTP' },
+        { number: APP_PORTS.grpc, name: 'grpc', protocol: 'GRPC' },
+        { number: APP_PORTS.tcp, name: 'tcp', protocol: 'TCP' },
+      ],
+      workloadSelector: { labels: { app: svc } },
+    },
+  };
+}
+
+const strictMtls = {
+  apiVersion: 'security.istio.io/v1beta1',
+  kind: 'PeerAuthentication',
+  metadata: { name: 'default', namespace: NAMESPACE },
+  spec: { mtls: { mode: 'STRICT' } },
+};
+
+const reviewsSubsets = {
+  apiVersion: 'networking.istio.io/v1beta1',
+  kind: 'DestinationRule',
+  metadata: { name: 'reviews', namespace: NAMESPACE },
+  spec: {
+    host: fqdn('reviews'),
+    subsets: [
+      { name: 'v1', labels: { version: 'v1' } },
+      { name: 'v2', labels: { version: 'v2' } },
+    ],
+  },
+};
+
+/** end-user: jason → v2; everyone else split v1/v2 by `weights`. */
+function reviewsRoute(weights: { v1: number; v2: number }): Record<string, unknown> {
+  const to = (subset: string, weight?: number) => ({
+    destination: { host: fqdn('reviews'), subset },
+    ...(weight !== undefined ? { weight } : {}),
+  });
+  return {
+    apiVersion: 'networking.istio.io/v1beta1',
+    kind: 'VirtualService',
+    metadata: { name: 'reviews', namespace: NAMESPACE },
+    spec: {
+      hosts: [fqdn('reviews')],
+      http: [
+        { match: [{ headers: { 'end-user': { exact: 'jason' } } }], route: [to('v2')] },
+        { route: [to('v1', weights.v1), to('v2', weights.v2)] },
+      ],
+    },
+  };
+}
+
+// ------------------------------------------------------------------------------------------------
+// Small helpers
+
+const line = (text: string, name: string, ...want: string[]) =>
+  text.split('\n').find(l => l.startsWith(`${name}{`) && want.every(w => l.includes(w)));
+
+/** The value of the first sample of `name` whose labels contain all of `want` (0 if none). */
+const sample = (text: string, name: string, ...want: string[]): number => {
+  const l = line(text, name, ...want) ?? text.split('\n').find(x => x.startsWith(`${name} `));
+  return l ? Number(l.slice(l.lastIndexOf(' ') + 1)) : 0;
+};
+
+/** Pids in a VM's namespace whose command line runs `sail.js <sub>` (e.g. 'proxy'). */
+async function sailPids(lab: MeshLab, vm: string, sub: string): Promise<number[]> {
+  const r = await hostExec('ip', ['netns', 'pids', lab.netns(vm)]);
+  const pids: number[] = [];
+  for (const p of r.stdout.split('\n').filter(Boolean)) {
+    try {
+      const argv = fs.readFileSync(`/proc/${p}/cmdline`, 'utf8').split('\0');
+      const i = argv.findIndex(a => a.endsWith('sail.js') || a.endsWith('/sail'));
+      if (i >= 0 && argv[i + 1] === sub) pids.push(Number(p));
+    } catch {
+      // Exited meanwhile.
+    }
+  }
+  return pids;
+}
+
+const sailArgv = (...args: string[]) => [process.execPath, SAIL_JS, ...args];
+
+run('node agent e2e: three VMs in network namespaces', () => {
+  let lab: MeshLab | undefined;
+  let dataDir: string;
+  let controlPlane: LabProcess | undefined;
+  const apps: Partial<Record<Vm, MeshApp>> = {};
+  const configFiles: Partial<Record<Vm, string>> = {};
+  /** iptables-save of each VM before any agent ran (both families). */
+  const baseline: Partial<Record<Vm, { v4: string; v6: string }>> = {};
+  /** SSH reachability failures seen after any test (must stay empty). */
+  const sshFailures: string[] = [];
+
+  const L = () => {
+    if (!lab) throw new Error('the lab was not created');
+    return lab;
+  };
+  const admin = () => `unix://${path.join(dataDir, 'admin.sock')}`;
+
+  /** `sail apply -f` of documents, as an operator would (YAML file, admin socket). */
+  async function apply(...docs: Record<string, unknown>[]): Promise<void> {
+    const file = path.join(
+      L().dir,
+      `apply-${Date.now()}-${Math.random().toString(16).slice(2)}.yaml`,
+    );
+    fs.writeFileSync(file, docs.map(d => YAML.stringify(d)).join('---\n'));
+    const r = await hostExec(process.execPath, [SAIL_JS, 'apply', '--server', admin(), '-f', file]);
+    if (r.code !== 0) throw new Error(`sail apply exited ${r.code}: ${r.stderr}`);
+  }
+
+  async function startControlPlane(): Promise<LabProcess> {
+    const l = L();
+    const cpIp = l.ip(CP);
+    const p = l.spawn(
+      CP,
+      sailArgv(
+        'control-plane',
+        '--data-dir',
+        dataDir,
+        '--ca-listen',
+        `${cpIp}:15012`,
+        '--pilot-listen',
+        `${cpIp}:15010`,
+        '--admin-listen',
+        `${cpIp}:15014`,
+        '--debounce-after',
+        '10ms',
+        '--debounce-max',
+        '100ms',
+        '--workload-grace',
+        '5s',
+      ),
+      { name: 'control-plane' },
+    );
+    await p.waitForOutput('Admin HTTPS listening', 30_000);
+    return p;
+  }
+
+  /** `sail token create` for each VM, then `sail join` inside the VM, as an operator would. */
+  async function joinAll(): Promise<void> {
+    const l = L();
+    for (const vm of VMS) {
+      const h = HOSTS[vm];
+      const token = await hostExec(process.execPath, [
+        SAIL_JS,
+        'token',
+        'create',
+        '--server',
+        admin(),
+        '--node',
+        vm,
+        '--sa',
+        `${NAMESPACE}/${h.sa}`,
+      ]);
+      if (token.code !== 0) throw new Error(`sail token create: ${token.stderr}`);
+      const dir = path.join(l.dir, vm);
+      fs.mkdirSync(dir, { recursive: true });
+      configFiles[vm] = path.join(dir, 'node-agent.yaml');
+      await l.run(
+        vm,
+        sailArgv(
+          'join',
+          '--control-plane',
+          l.ip(CP),
+          '--token',
+          token.stdout.trim(),
+          '--ca-root',
+          path.join(dataDir, 'root-cert.pem'),
+          '--node',
+          vm,
+          '--namespace',
+          NAMESPACE,
+          '--service-account',
+          h.sa,
+          '--labels',
+          `app=${h.service},version=${h.version}`,
+          '--port',
+          `http:${APP_PORTS.http}`,
+          '--port',
+          `grpc:${APP_PORTS.grpc}`,
+          '--port',
+          `tcp:${APP_PORTS.tcp}`,
+          '--config',
+          configFiles[vm],
+        ),
+      );
+    }
+  }
+
+  beforeAll(async () => {
+    await MeshLab.sweep();
+    lab = await MeshLab.create({ vms: VMS });
+    dataDir = path.join(lab.dir, 'control-plane');
+    controlPlane = await startControlPlane();
+    const l = lab;
+    await Promise.all(VMS.map(vm => l.startSshd(vm)));
+    for (const vm of VMS) {
+      const h = HOSTS[vm];
+      apps[vm] = await startApp(lab, vm, { service: h.service, version: h.version });
+      baseline[vm] = {
+        v4: await lab.iptablesSave(vm),
+        v6: await lab.iptablesSave(vm, { family: 'ipv6' }),
+      };
+    }
+    await apply(
+      serviceEntry('reviews', lab.vip(1)),
+      serviceEntry('productpage', lab.vip(2)),
+      strictMtls,
+      reviewsSubsets,
+    );
+    await joinAll();
+  }, 120_000);
+
+  afterEach(async () => {
+    if (!lab) return;
+    for (const vm of VMS) {
+      const r = await lab.sshReachable(CP, vm);
+      if (!r.ok)
+        sshFailures.push(`${expect.getState().currentTestName}: ${vm}: ${r.error ?? r.banner}`);
+    }
+  });
+
+  afterAll(async () => {
+    await lab?.destroy();
+  });
+
+  it('joined each VM: `sail join` wrote a config the agent accepts, the token and the root', async () => {
+    const l = L();
+    for (const vm of VMS) {
+      const file = configFiles[vm] as string;
+      expect(fs.existsSync(path.join(path.dirname(file), 'join-token'))).toBe(true);
+      expect(fs.existsSync(path.join(path.dirname(file), 'root-cert.pem'))).toBe(true);
+      await l.run(vm, sailArgv('node-agent', '--validate', '--config', file));
+    }
+  });
+
+  it('the applications answer on their own VM and the LAN names resolve, before any agent', async () => {
+    const l = L();
+    for (const vm of VMS) {
+      const r = await l.curl(vm, `http://127.0.0.1:${APP_PORTS.http}/`);
+      expect(JSON.parse(r.body)).toMatchObject({ service: HOSTS[vm].service, node: vm });
+      expect((await l.run(vm, ['getent', 'hosts', 'controlplane.lan'])).split(/\s+/)[0]).toBe(
+        l.ip(CP),
+      );
+    }
+    // Without the agent, `reviews` is not a name anywhere.
+    expect((await l.exec('vm1', ['getent', 'hosts', 'reviews'])).code).not.toBe(0);
+  });
+
+  // TODO(lead): enable (see the file comment) once the agent is wired. Until then it runs only
+  // with SAIL_E2E_AGENT=1 (to try the draft against a half-wired agent).
+  const withAgent = process.env.SAIL_E2E_AGENT === '1' ? describe : describe.skip;
+  withAgent('with the node agent running', () => {
+    const agents: Partial<Record<Vm, LabProcess>> = {};
+    let client: MeshClient | undefined;
+
+    /** The agent config `sail join` wrote, plus what a lab VM needs (own dirs, fast probes). */
+    function agentConfig(vm: Vm): string {
+      const l = L();
+      const file = configFiles[vm] as string;
+      const dir = path.dirname(file);
+      const doc = YAML.parse(fs.readFileSync(file, 'utf8')) as Record<
+        string,
+        Record<string, unknown>
+      >;
+      const patched = {
+        ...doc,
+        logLevel: process.env.SAIL_TEST_LOG ?? 'info',
+        // Three "hosts" share this machine's file system: nothing may default to /var or /run.
+        certs: { ...doc.certs, dir: path.join(dir, 'certs'), ttl: '1h' },
+        stateDir: path.join(dir, 'state'),
+        runDir: path.join(dir, 'run'),
+        workload: {
+          ...doc.workload,
+          address: l.ip(vm),
+          health: {
+            http: { port: APP_PORTS.http, path: '/health' },
+            intervalSeconds: 1,
+            failureThreshold: 2,
+            successThreshold: 1,
+          },
+        },
+        capture: { mode: 'redirect', excludeInboundPorts: '22' },
+        dns: { enabled: true },
+        proxy: { enabled: true, user: PROXY_USER, accessLog: true, stopGrace: '2s' },
+        status: { listen: '127.0.0.1:15020' },
+      };
+      const out = path.join(dir, 'node-agent.lab.yaml');
+      fs.writeFileSync(out, YAML.stringify(patched));
+      return out;
+    }
+
+    async function agentStatus(vm: Vm, p = '/healthz/ready') {
+      return L().curl(vm, `http://127.0.0.1:15020${p}`, { timeoutMs: 2_000 });
+    }
+
+    async function startAgent(vm: Vm): Promise<LabProcess> {
+      const l = L();
+      const agent = l.spawn(vm, sailArgv('node-agent', '--config', agentConfig(vm)), {
+        name: 'node-agent',
+      });
+      agents[vm] = agent;
+      await waitFor(
+        async () => {
+          if (!agent.running) throw new Error(`the agent in ${vm} exited: ${agent.tail()}`);
+          return (await agentStatus(vm)).status === 200;
+        },
+        { timeoutMs: 30_000, intervalMs: 250, what: `the agent in ${vm} ready` },
+      ).catch((err: unknown) => {
+        throw new Error(`${(err as Error).message}; agent output: ${agent.tail()}`);
+      });
+      return agent;
+    }
+
+    async function stopAgent(vm: Vm): Promise<{ code: number | null; signal: string | null }> {
+      const r = (await agents[vm]?.stop(30_000)) ?? { code: null, signal: null };
+      agents[vm] = undefined;
+      return r;
+    }
+
+    const proxyMetrics = async (vm: Vm) =>
+      (await L().curl(vm, 'http://127.0.0.1:15090/stats/prometheus')).body;
+
+    /** Calls from vm1 until `pred` holds on one batch of `count` rounds. */
+    async function callsUntil(
+      what: string,
+      opts: {
+        headers?: Record<string, string>;
+        count?: number;
+        kinds?: ('http' | 'grpc' | 'tcp')[];
+      },
+      pred: (s: ClientStatus) => boolean,
+      timeoutMs = 20_000,
+    ): Promise<ClientStatus> {
+      const kinds = opts.kinds ?? ['http'];
+      let last: ClientStatus | undefined;
+      try {
+        return await waitFor(
+          async () => {
+            last = await callOnce(L(), 'vm1', {
+              ...(kinds.includes('http') ? { httpUrl: TARGETS.httpUrl } : {}),
+              ...(kinds.includes('grpc') ? { grpcTarget: TARGETS.grpcTarget } : {}),
+              ...(kinds.includes('tcp') ? { tcpTarget: TARGETS.tcpTarget } : {}),
+              ...(opts.headers ? { headers: opts.headers } : {}),
+              count: opts.count ?? 10,
+            });
+            return pred(last) ? last : undefined;
+          },
+          { timeoutMs, intervalMs: 300, what },
+        );
+      } catch (err) {
+        throw new Error(`${(err as Error).message}; last: ${JSON.stringify(last)}`);
+      }
+    }
+
+    beforeAll(async () => {
+      // The proxy's system user, as the sail-node-agent package's postinst creates it.
+      if ((await hostExec('getent', ['passwd', PROXY_USER])).code !== 0) {
+        const r = await hostExec('useradd', [
+          '--system',
+          '--no-create-home',
+          '--shell',
+          '/usr/sbin/nologin',
+          PROXY_USER,
+        ]);
+        if (r.code !== 0) throw new Error(`useradd ${PROXY_USER}: ${r.stderr}`);
+      }
+      await apply(reviewsRoute({ v1: 100, v2: 0 }));
+      await Promise.all(VMS.map(vm => startAgent(vm)));
+      client = await startClient(L(), 'vm1', { ...TARGETS, intervalMs: 100, timeoutMs: 2_000 });
+    }, 120_000);
+
+    afterAll(async () => {
+      await client?.stop();
+      for (const vm of VMS) await stopAgent(vm);
+    });
+
+    it('every VM is ready: identity, capture installed, proxy ready', async () => {
+      const l = L();
+      for (const vm of VMS) {
+        expect((await agentStatus(vm)).status).toBe(200);
+        expect((await l.sailRules(vm)).length).toBeGreaterThan(0);
+        expect(await sailPids(l, vm, 'proxy')).toHaveLength(1);
+        const proxyReady = await l.curl(vm, 'http://127.0.0.1:15000/ready');
+        expect(proxyReady.status).toBe(200);
+      }
+    });
+
+    it('mesh names resolve through the agent, and non-mesh names still reach the LAN resolver', async () => {
+      const l = L();
+      // `reviews` resolves to its VIP (the LAN resolver does not know it).
+      const reviews = await l.run('vm1', ['getent', 'ahostsv4', 'reviews']);
+      expect(reviews.split(/\s+/)[0]).toBe(l.vip(1));
+      const agentMetrics = async () => (await agentStatus('vm1', '/metrics')).body;
+      const forwarded = (m: string) =>
+        sample(m, 'sail_agent_dns_requests_total', 'result="forwarded"');
+      const forwardedBefore = forwarded(await agentMetrics());
+      const before = l.dnsQueries().length;
+      const vm2 = await l.run('vm1', ['getent', 'ahostsv4', 'vm2.lan']);
+      expect(vm2.split(/\s+/)[0]).toBe(l.ip('vm2'));
+      expect(l.dnsQueries().slice(before)).toEqual(
+        expect.arrayContaining([expect.objectContaining({ name: 'vm2.lan', rcode: 'NOERROR' })]),
+      );
+      // ...and it went through the agent's forwarder (DNS capture), not straight to the LAN.
+      expect(forwarded(await agentMetrics())).toBeGreaterThan(forwardedBefore);
+      expect((await l.exec('vm1', ['getent', 'hosts', 'nosuchname.example'])).code).toBe(2);
+      const m = await agentMetrics();
+      expect(sample(m, 'sail_agent_dns_requests_total', 'result="mesh"')).toBeGreaterThan(0);
+    });
+
+    it('the client in vm1 reaches reviews by name (HTTP, gRPC, TCP) through both proxies over mTLS', async () => {
+      const c = client as MeshClient;
+      await c.reset();
+      const s = await c.waitUntil(
+        x => (x.http?.ok ?? 0) >= 5 && (x.grpc?.ok ?? 0) >= 5 && (x.tcp?.ok ?? 0) >= 5,
+        'HTTP, gRPC and TCP successes',
+      );
+      const reply = s.http?.lastOk as unknown as HttpReply;
+      expect(reply.version).toBe('v1'); // the VirtualService: everyone else → v1
+      const xfcc = String(reply.headers['x-forwarded-client-cert']);
+      expect(xfcc).toContain(`URI=${spiffeIdOf('productpage')}`);
+      expect(xfcc).toContain(`By=${spiffeIdOf('reviews')}`);
+
+      const src = await proxyMetrics('vm1');
+      const dst = await proxyMetrics('vm2');
+      expect(
+        line(
+          src,
+          'istio_requests_total',
+          'reporter="source"',
+          `destination_service="${fqdn('reviews')}"`,
+        ),
+      ).toBeDefined();
+      expect(
+        line(
+          dst,
+          'istio_requests_total',
+          'reporter="destination"',
+          'connection_security_policy="mutual_tls"',
+          `source_principal="${spiffeIdOf('productpage')}"`,
+        ),
+      ).toBeDefined();
+      expect(
+        line(dst, 'istio_requests_total', 'reporter="destination"', 'request_protocol="grpc"'),
+      ).toBeDefined();
+      expect(
+        line(
+          src,
+          'istio_tcp_connections_opened_total',
+          'reporter="source"',
+          `destination_service="${fqdn('reviews')}"`,
+        ),
+      ).toBeDefined();
+      expect(
+        line(
+          dst,
+          'istio_tcp_connections_opened_total',
+          'reporter="destination"',
+          'connection_security_policy="mutual_tls"',
+        ),
+      ).toBeDefined();
+    });
+
+    it('a plaintext client to the inbound side is refused under STRICT', async () => {
+      const l = L();
+      // From cp (no proxy there): straight to vm2's app port, which capture sends to the proxy.
+      const r = await l.tcpProbe(CP, l.ip('vm2'), APP_PORTS.http, {
+        send: 'GET / HTTP/1.1\\r\\nHost: reviews\\r\\nConnection: close\\r\\n\\r\\n',
+        timeoutMs: 3_000,
+      });
+      expect(r.data).not.toContain('"service":"reviews"');
+      expect(r.data).not.toMatch(/^HTTP\/1\.1 200/);
+      const tcp = await l.tcpProbe(CP, l.ip('vm2'), APP_PORTS.tcp, {
+        send: 'ping 1\\n',
+        timeoutMs: 3_000,
+      });
+      expect(tcp.data).not.toContain('"echo"');
+    });
+
+    it('a `sail apply` route change takes effect: header match, then weights', async () => {
+      await callsUntil(
+        'jason → v2',
+        { headers: { 'end-user': 'jason' }, kinds: ['http', 'grpc'] },
+        s => s.http?.byVersion.v2 === 10 && s.grpc?.byVersion.v2 === 10,
+      );
+      await callsUntil('everyone else → v1', {}, s => s.http?.byVersion.v1 === 10);
+      await apply(reviewsRoute({ v1: 0, v2: 100 }));
+      await callsUntil('weights 0/100 → v2', {}, s => s.http?.byVersion.v2 === 10);
+      await apply(reviewsRoute({ v1: 50, v2: 50 }));
+      await callsUntil(
+        'weights 50/50 → both',
+        { count: 40 },
+        s =>
+          (s.http?.byVersion.v1 ?? 0) >= 5 &&
+          (s.http?.byVersion.v2 ?? 0) >= 5 &&
+          s.http?.errors === 0,
+      );
+    });
+
+    it('an unhealthy application is taken out of rotation and returns', async () => {
+      // 50/50 from the previous test: both backends serve.
+      await (apps.vm2 as MeshApp).setHealthy(false);
+      await callsUntil(
+        'only vm3 while vm2 is unhealthy',
+        { count: 20 },
+        s => s.http?.byNode.vm3 === 20,
+      );
+      await (apps.vm2 as MeshApp).setHealthy(true);
+      await callsUntil(
+        'vm2 back in rotation',
+        { count: 40 },
+        s => (s.http?.byNode.vm2 ?? 0) >= 5 && (s.http?.byNode.vm3 ?? 0) >= 5,
+      );
+    });
+
+    it('kill -9 of a proxy: the agent restarts it and traffic resumes', async () => {
+      const l = L();
+      const [old] = await sailPids(l, 'vm1', 'proxy');
+      expect(old).toBeDefined();
+      process.kill(old as number, 'SIGKILL');
+      const next = await waitFor(
+        async () => {
+          const [p] = await sailPids(l, 'vm1', 'proxy');
+          return p !== undefined &&
+            p !== old &&
+            (await l.curl('vm1', 'http://127.0.0.1:15000/ready')).status === 200
+            ? p
+            : undefined;
+        },
+        { timeoutMs: 20_000, intervalMs: 200, what: 'a new ready proxy in vm1' },
+      );
+      expect(next).not.toBe(old);
+      const c = client as MeshClient;
+      await c.reset();
+      await c.waitUntil(
+        x => (x.http?.ok ?? 0) >= 10 && x.http?.consecutiveErrors === 0 && (x.tcp?.ok ?? 0) >= 10,
+        'traffic after the proxy restart',
+      );
+      const m = (await agentStatus('vm1', '/metrics')).body;
+      expect(sample(m, 'sail_agent_proxy_restarts_total')).toBeGreaterThanOrEqual(1);
+    });
+
+    it('the control plane killed: traffic continues, and an agent restart comes up and serves', async () => {
+      const l = L();
+      controlPlane?.kill('SIGKILL');
+      await controlPlane?.exited;
+      const c = client as MeshClient;
+      await c.reset();
+      await c.waitUntil(x => (x.http?.ok ?? 0) >= 20, 'traffic with the control plane down');
+      const during = await c.status();
+      expect(during.http?.errors ?? 0).toBe(0);
+
+      // An agent (and so its proxy) restart on vm3 with pilot and the CA down: it comes back from
+      // the certificates and last-known-good config on disk and serves.
+      const stopped = await stopAgent('vm3');
+      expect(stopped.code).toBe(0);
+      expect(await sailPids(l, 'vm3', 'proxy')).toEqual([]);
+      await startAgent('vm3');
+      await callsUntil(
+        'vm3 serves after its agent restarted',
+        { headers: { 'end-user': 'jason' } },
+        s => s.http?.byNode.vm3 === 10,
+      );
+
+      // The control plane back, for what follows.
+      controlPlane = await startControlPlane();
+    });
+
+    it('stopping the agent leaves no Sail rules behind (iptables-save as before)', async () => {
+      const l = L();
+      await client?.stop();
+      client = undefined;
+      for (const vm of VMS) {
+        const r = await stopAgent(vm);
+        expect(r.code).toBe(0);
+        expect(await l.sailRules(vm)).toEqual([]);
+        expect(await l.iptablesSave(vm)).toBe(baseline[vm]?.v4);
+        expect(await l.iptablesSave(vm, { family: 'ipv6' })).toBe(baseline[vm]?.v6);
+        expect(await sailPids(l, vm, 'proxy')).toEqual([]);
+      }
+      // And the app is plain reachable again (no capture).
+      const r = await l.curl(CP, `http://${l.ip('vm2')}:${APP_PORTS.http}/`);
+      expect(r.status).toBe(200);
+    });
+  });
+
+  it('SSH stayed reachable on every VM throughout', () => {
+    expect(sshFailures).toEqual([]);
+  });
+});
