@@ -164,7 +164,13 @@ describe('join', () => {
       ...settings,
       certs: { ...settings.certs, dir: path.join(tmp.dir, 'certs') },
       stateDir: path.join(tmp.dir, 'state'),
+      runDir: path.join(tmp.dir, 'run'),
       status: { listen: '127.0.0.1:0' },
+      // Identity only: no pilot here, and capture must never touch the machine running the tests.
+      proxy: { ...settings.proxy, enabled: false },
+      capture: { ...settings.capture, mode: 'none' },
+      dns: { ...settings.dns, enabled: false },
+      proxyless: { ...settings.proxyless, enabled: false },
       logger: silentLogger(),
       processMetrics: false,
     });

@@ -8,6 +8,7 @@ import * as http from 'node:http';
 import type { Argv, CommandModule } from 'yargs';
 import { parseHostPort } from '../../common/config';
 import { InvalidInputError } from '../../common/errors';
+import type { HostMeshStatus, ReadinessReport } from '../../node-agent';
 
 interface StatusArgs {
   agent: string;
@@ -23,7 +24,7 @@ function agentUnreachable(address: string, cause: string): Error {
   );
 }
 
-function fetchStatus(address: string, timeoutMs = 5_000): Promise<Record<string, unknown>> {
+function fetchStatus(address: string, timeoutMs = 5_000): Promise<StatusDocument> {
   const hp = parseHostPort(address);
   if (!hp || hp.port === 0)
     throw new InvalidInputError(
@@ -37,7 +38,7 @@ function fetchStatus(address: string, timeoutMs = 5_000): Promise<Record<string,
         res.on('data', (c: Buffer) => chunks.push(c));
         res.on('end', () => {
           try {
-            resolve(JSON.parse(Buffer.concat(chunks).toString('utf8')) as Record<string, unknown>);
+            resolve(JSON.parse(Buffer.concat(chunks).toString('utf8')) as StatusDocument);
           } catch {
             reject(agentUnreachable(address, `HTTP ${res.statusCode}, not JSON`));
           }
@@ -49,9 +50,8 @@ function fetchStatus(address: string, timeoutMs = 5_000): Promise<Record<string,
   });
 }
 
-type Obj = Record<string, unknown>;
-const obj = (v: unknown): Obj | undefined =>
-  v !== null && typeof v === 'object' ? (v as Obj) : undefined;
+/** The `/status` document: readiness, the node name and the mesh side (HostMeshStatus). */
+export type StatusDocument = ReadinessReport & { node?: string } & Partial<HostMeshStatus>;
 
 function duration(seconds: number): string {
   if (seconds >= 86_400)
@@ -61,73 +61,72 @@ function duration(seconds: number): string {
   return `${seconds}s`;
 }
 
+/** `type.googleapis.com/envoy.config.listener.v3.Listener` → `Listener`. */
+const shortType = (typeUrl: string) => typeUrl.slice(typeUrl.lastIndexOf('.') + 1);
+
 /** The human form of `/status`. */
-export function renderStatus(s: Obj): string {
+export function renderStatus(s: StatusDocument): string {
   const lines: string[] = [];
   const row = (k: string, v: string) => lines.push(`${`${k}:`.padEnd(14)}${v}`);
-  row('Node', `${String(s.node ?? '?')}  ${s.ready ? 'READY' : 'NOT READY'}`);
-  row('Address', `${String(s.address ?? '-')}  (node id ${String(s.nodeId ?? '-')})`);
+  row('Node', `${s.node ?? '?'}  ${s.ready ? 'READY' : 'NOT READY'}`);
+  row('Address', `${s.address ?? '-'}  (node id ${s.nodeId ?? '-'})`);
   row(
     'Identity',
     s.spiffeId
-      ? `${String(s.spiffeId)}, expires ${String(s.notAfter)} (in ${duration(Number(s.secondsLeft ?? 0))})`
+      ? `${s.spiffeId}, expires ${s.notAfter ?? '?'} (in ${duration(s.secondsLeft)})`
       : 'none yet (waiting for the CA)',
   );
-  const reg = obj(s.registration);
-  row(
-    'Registration',
-    reg
-      ? `${reg.registered ? 'registered' : reg.connected ? 'connecting' : 'not connected to pilot'}` +
-          (reg.healthy === undefined ? '' : reg.healthy ? ', healthy' : ', UNHEALTHY') +
-          (reg.lastMessage ? ` (${String(reg.lastMessage)})` : '')
-      : '-',
-  );
-  const proxy = obj(s.proxy);
+  const reg = s.registration;
+  let regText = '-';
+  if (reg) {
+    regText = reg.registered
+      ? 'registered'
+      : reg.connected
+        ? 'connecting'
+        : 'not connected to pilot';
+    if (reg.healthy !== undefined) regText += reg.healthy ? ', healthy' : ', UNHEALTHY';
+    if (reg.lastMessage) regText += ` (${reg.lastMessage})`;
+  }
+  row('Registration', regText);
+  const proxy = s.proxy;
   if (proxy) {
-    const xds = obj(proxy.xds);
-    const exit = obj(proxy.lastExit);
+    const exit = proxy.lastExit;
     row(
       'Proxy',
-      `${String(proxy.state)}${proxy.pid ? ` (pid ${String(proxy.pid)})` : ''}, ${String(proxy.restarts ?? 0)} restarts` +
-        (exit ? `, last exit ${String(exit.code ?? exit.signal)} at ${String(exit.at)}` : ''),
+      `${proxy.state}${proxy.pid !== undefined ? ` (pid ${proxy.pid})` : ''}, ${proxy.restarts} restarts` +
+        (exit ? `, last exit ${exit.code ?? exit.signal ?? '?'} at ${exit.at}` : ''),
     );
-    if (xds) {
-      row('Pilot', xds.connected ? 'connected' : 'NOT CONNECTED (serving the last config)');
-      const versions = obj(xds.versions) ?? {};
-      for (const [type, version] of Object.entries(versions))
-        row(
-          `  ${type.replace(/^type\.googleapis\.com\/envoy\.config\.\w+\.v3\./, '')}`,
-          `ACKed version ${String(version)}`,
-        );
+    if (proxy.xds) {
+      row('Pilot', proxy.xds.connected ? 'connected' : 'NOT CONNECTED (serving the last config)');
+      for (const [type, version] of Object.entries(proxy.xds.versions))
+        row(`  ${shortType(type)}`, `ACKed version ${version}`);
     }
   } else row('Proxy', 'disabled (identity only)');
-  const capture = obj(s.capture);
+  const capture = s.capture;
   if (capture) {
-    if (capture.mode === 'none')
+    if (!('backend' in capture))
       row('Capture', 'off (explicit mode: applications dial 127.0.0.1:PORT)');
-    else
-      row(
-        'Capture',
-        `${String(capture.mode)} via iptables-${String(capture.backend)}, ` +
-          (capture.installed
-            ? capture.upToDate
-              ? 'installed'
-              : `installed but DIFFERENT: ${(capture.differences as string[] | undefined)?.join('; ')}`
-            : 'not installed'),
-      );
+    else {
+      const state = !capture.installed
+        ? 'not installed'
+        : capture.upToDate
+          ? 'installed'
+          : `installed but DIFFERENT: ${capture.differences.join('; ')}`;
+      row('Capture', `${capture.mode} via iptables-${capture.backend}, ${state}`);
+    }
   }
-  const dns = obj(s.dns);
+  const dns = s.dns;
   row(
     'DNS',
     dns
-      ? `${String(dns.listen)}, ${String(dns.names)} mesh names, forwarding to ${((dns.upstreams as string[] | undefined) ?? []).join(', ') || 'nothing'}`
+      ? `${dns.listen}, ${dns.names} mesh names (${dns.table.connected ? 'from pilot' : `pilot not connected; from ${dns.table.source}`}), forwarding to ${dns.upstreams.join(', ') || 'nothing'}`
       : 'off',
   );
-  const pl = obj(s.proxyless);
+  const pl = s.proxyless;
   row(
     'Proxyless',
     pl
-      ? `xDS on unix://${String(pl.socket)} (${String(pl.streams)} streams), bootstrap ${String(pl.bootstrapFile)}`
+      ? `xDS on unix://${pl.socket} (${pl.streams} streams), bootstrap ${pl.bootstrapFile}`
       : 'off',
   );
   return `${lines.join('\n')}\n`;

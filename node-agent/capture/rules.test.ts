@@ -95,9 +95,10 @@ describe('buildCaptureRules semantics', () => {
     expect(rules.slice(-last.length)).toEqual(last);
   });
 
-  it('excludes the proxy uid and gid before anything else, DNS right after', () => {
+  it('leaves connections older than the rules alone, then excludes the proxy uid and gid, DNS right after', () => {
     const spec = { ...BASE, dns: { port: 15053, nameservers: ['127.0.0.53'] } };
-    expect(chain(spec, 'ipv4', 'nat', 'SAIL_OUTPUT').slice(0, 4)).toEqual([
+    expect(chain(spec, 'ipv4', 'nat', 'SAIL_OUTPUT').slice(0, 5)).toEqual([
+      '-p tcp -m tcp ! --tcp-flags FIN,SYN,RST,ACK SYN -j RETURN',
       '-m owner --uid-owner 1337 -j RETURN',
       '-m owner --gid-owner 1338 -j RETURN',
       '-d 127.0.0.53/32 -p udp -m udp --dport 53 -j REDIRECT --to-ports 15053',
@@ -111,7 +112,8 @@ describe('buildCaptureRules semantics', () => {
     expect(rules.filter(r => r.endsWith('SAIL_IN_REDIRECT'))).toEqual([
       '-p tcp -m tcp --dport 9080 -j SAIL_IN_REDIRECT',
     ]);
-    expect(rules[0]).toBe('-p tcp -m tcp --dport 22 -j RETURN');
+    expect(rules[0]).toBe('-p tcp -m tcp ! --tcp-flags FIN,SYN,RST,ACK SYN -j RETURN');
+    expect(rules[1]).toBe('-p tcp -m tcp --dport 22 -j RETURN');
     expect(inboundExcludedPorts(spec)).toEqual([22, 15000, 15001, 15006, 15020, 15053, 15090]);
   });
 

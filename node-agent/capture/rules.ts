@@ -247,9 +247,20 @@ function spec(parts: {
 const dport = (p: 'tcp' | 'udp', port: number) => `-m ${p} --dport ${port}`;
 
 /**
+ * Matches TCP segments that do not open a connection (how iptables-save prints `! --syn`). nat
+ * rules see only a connection's first packet, but conntrack runs in a namespace only once a nat
+ * rule exists there: a connection opened before capture was installed (the agent's own streams
+ * to pilot, an application's long-lived connection) is then picked up mid-stream, and without
+ * this guard its next segment would be redirected to the proxy, which answers with a reset.
+ */
+const NOT_SYN = '-m tcp ! --tcp-flags FIN,SYN,RST,ACK SYN';
+
+/**
  * The rules Sail installs for one address family. Chains and their order:
  *
  * nat OUTPUT → SAIL_OUTPUT (tcp, and udp/53 with DNS capture):
+ *   0. TCP segments that do not open a connection RETURN (NOT_SYN: connections older than the
+ *      rules are left alone);
  *   1. the proxy's uid and gid RETURN (its own connections, and the agent's, must not loop);
  *   2. DNS: udp and tcp port 53 to each nameserver of this family → REDIRECT to dns.port;
  *   3. connections to this host's own non-loopback addresses (`-o lo`) go to SAIL_INBOUND in
@@ -259,7 +270,7 @@ const dport = (p: 'tcp' | 'udp', port: number) => `-m ${p} --dport ${port}`;
  *   6. included CIDRs (or all with `*`) → SAIL_REDIRECT → REDIRECT to outboundPort.
  *
  * Inbound (nat PREROUTING → SAIL_INBOUND for redirect; mangle PREROUTING → SAIL_INBOUND for tproxy):
- * SSH 22, Sail's ports and the configured exclusions RETURN; then all (`*`) or each listed port →
+ * (redirect) TCP segments that do not open a connection RETURN; SSH 22, Sail's ports and the configured exclusions RETURN; then all (`*`) or each listed port →
  * SAIL_IN_REDIRECT (REDIRECT to inboundPort), or for tproxy: packets of sockets the proxy already
  * owns → SAIL_DIVERT (mark, accept), new ones → SAIL_TPROXY. An empty includeInboundPorts installs
  * no inbound rules at all.
@@ -297,6 +308,7 @@ export function buildCaptureRules(s: CaptureSpec, family: CaptureFamily): Family
   if (redirectInbound) {
     natChains.splice(1, 0, C.inbound);
     natJumps.push({ chain: 'PREROUTING', spec: spec({ p: 'tcp', j: C.inbound }) });
+    nat.push(A(C.inbound, spec({ p: 'tcp', m: NOT_SYN, j: 'RETURN' })));
     for (const port of inboundExcludedPorts(s)) {
       nat.push(A(C.inbound, spec({ p: 'tcp', m: dport('tcp', port), j: 'RETURN' })));
     }
@@ -314,6 +326,7 @@ export function buildCaptureRules(s: CaptureSpec, family: CaptureFamily): Family
   if (nameservers.length > 0) {
     natJumps.push({ chain: 'OUTPUT', spec: spec({ p: 'udp', m: dport('udp', 53), j: C.output }) });
   }
+  nat.push(A(C.output, spec({ p: 'tcp', m: NOT_SYN, j: 'RETURN' })));
   nat.push(A(C.output, spec({ m: `-m owner --uid-owner ${s.proxyUid}`, j: 'RETURN' })));
   nat.push(A(C.output, spec({ m: `-m owner --gid-owner ${s.proxyGid}`, j: 'RETURN' })));
   const dnsTarget = `REDIRECT --to-ports ${s.dns?.port ?? 0}`;

@@ -389,7 +389,7 @@ export class XdsServer {
     };
     const fail = (err: unknown) => {
       if (con.closed) return;
-      this.close(con);
+      this.close(con, err instanceof Error ? err.message : String(err));
       call.emit('error', toStatus(err, this.log, method));
     };
     call.on('data', (req: SotwRequest | DeltaRequest) => {
@@ -401,19 +401,19 @@ export class XdsServer {
       }
     });
     call.on('end', () => {
-      this.close(con);
+      this.close(con, 'the client ended the stream');
       call.end();
     });
-    call.on('error', () => this.close(con));
-    call.on('cancelled', () => this.close(con));
+    call.on('error', (err: Error) => this.close(con, err.message));
+    call.on('cancelled', () => this.close(con, 'cancelled'));
   }
 
-  private close(con: Connection): void {
+  private close(con: Connection, reason?: string): void {
     if (con.closed) return;
     con.closed = true;
     if (this.connections.delete(con.id) && con.node) {
       this.log.info(
-        { connection: con.id, nodeId: con.node.id, node: con.node.identity.node },
+        { connection: con.id, nodeId: con.node.id, node: con.node.identity.node, reason },
         'xDS client disconnected',
       );
       this.opts.onDisconnect?.(con.node);

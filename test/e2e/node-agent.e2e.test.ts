@@ -15,15 +15,13 @@
  * lab.vip(1)) and `productpage.default.svc.cluster.local` (VIP lab.vip(2)); a namespace-wide
  * PeerAuthentication is STRICT.
  *
- * TODO(lead): the agent-dependent block below is `describe.skip` until `sail node-agent` runs
- * capture, the supervisor, registration and DNS. To enable it:
- *   1. replace `withAgent(` by `describe(` (SAIL_E2E_AGENT=1 runs it before that);
- *   2. check agentConfig() against node-agent/config.ts (keys as of this draft: runDir,
- *      proxyless, proxy.user/accessLog/stopGrace, workload.health.*, dns.*, status.listen);
- *   3. check the status paths (/healthz/ready, /metrics on 127.0.0.1:15020) and metric names
- *      (sail_agent_proxy_restarts_total);
- *   4. .ci/run needs openssh-server (sshd) and dnsutils (dig; optional) in APT_PACKAGES.
- * The setup block (control plane in cp, tokens, `sail join` in each VM, apps, sshd) runs now.
+ * Shown: every VM becomes ready (identity, proxy, capture); mesh names resolve through the agent
+ * and other names still reach the LAN resolver; the client reaches reviews by name over HTTP,
+ * gRPC and TCP through both proxies with mutual TLS, and a plaintext client is refused under
+ * STRICT; `sail apply` route changes take effect; an unhealthy application leaves rotation and
+ * returns; a proxy killed with SIGKILL is restarted; with the control plane killed traffic
+ * continues and a restarted agent comes up and serves; a stopped agent leaves no Sail rules;
+ * SSH stays reachable throughout.
  */
 import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
@@ -131,8 +129,8 @@ const reviewsSubsets = {
   },
 };
 
-/** end-user: jason → v2; everyone else split v1/v2 by `weights`. */
-function reviewsRoute(weights: { v1: number; v2: number }): Record<string, unknown> {
+/** end-user: jason → v2; everyone else split v1/v2 by `weights`, or (undefined) the whole service. */
+function reviewsRoute(weights: { v1: number; v2: number } | undefined): Record<string, unknown> {
   const to = (subset: string, weight?: number) => ({
     destination: { host: fqdn('reviews'), subset },
     ...(weight !== undefined ? { weight } : {}),
@@ -145,7 +143,9 @@ function reviewsRoute(weights: { v1: number; v2: number }): Record<string, unkno
       hosts: [fqdn('reviews')],
       http: [
         { match: [{ headers: { 'end-user': { exact: 'jason' } } }], route: [to('v2')] },
-        { route: [to('v1', weights.v1), to('v2', weights.v2)] },
+        weights
+          ? { route: [to('v1', weights.v1), to('v2', weights.v2)] }
+          : { route: [{ destination: { host: fqdn('reviews') } }] },
       ],
     },
   };
@@ -231,7 +231,12 @@ run('node agent e2e: three VMs in network namespaces', () => {
         '--workload-grace',
         '5s',
       ),
-      { name: 'control-plane' },
+      {
+        name: 'control-plane',
+        ...(process.env.SAIL_TEST_CP_LOG
+          ? { env: { SAIL_LOG_LEVEL: process.env.SAIL_TEST_CP_LOG } }
+          : {}),
+      },
     );
     await p.waitForOutput('Admin HTTPS listening', 30_000);
     return p;
@@ -348,10 +353,7 @@ run('node agent e2e: three VMs in network namespaces', () => {
     expect((await l.exec('vm1', ['getent', 'hosts', 'reviews'])).code).not.toBe(0);
   });
 
-  // TODO(lead): enable (see the file comment) once the agent is wired. Until then it runs only
-  // with SAIL_E2E_AGENT=1 (to try the draft against a half-wired agent).
-  const withAgent = process.env.SAIL_E2E_AGENT === '1' ? describe : describe.skip;
-  withAgent('with the node agent running', () => {
+  describe('with the node agent running', () => {
     const agents: Partial<Record<Vm, LabProcess>> = {};
     let client: MeshClient | undefined;
 
@@ -485,6 +487,21 @@ run('node agent e2e: three VMs in network namespaces', () => {
         const proxyReady = await l.curl(vm, 'http://127.0.0.1:15000/ready');
         expect(proxyReady.status).toBe(200);
       }
+      // `sail status` on a host: identity, registration, proxy and pilot, capture, DNS.
+      const text = await l.exec('vm1', sailArgv('status'));
+      expect(text.code).toBe(0);
+      expect(text.stdout).toMatch(/^Node: +vm1 {2}READY$/m);
+      expect(text.stdout).toContain('spiffe://cluster.local/ns/default/sa/productpage');
+      expect(text.stdout).toMatch(/^Registration: registered, healthy/m);
+      expect(text.stdout).toMatch(/^Pilot: +connected$/m);
+      expect(text.stdout).toMatch(/^Capture: +redirect via iptables-(nft|legacy), installed$/m);
+      const json = JSON.parse((await l.exec('vm1', sailArgv('status', '-o', 'json'))).stdout) as {
+        ready: boolean;
+        proxy: { state: string; xds: { versions: Record<string, string> } };
+      };
+      expect(json.ready).toBe(true);
+      expect(json.proxy.state).toBe('ready');
+      expect(Object.keys(json.proxy.xds.versions).length).toBeGreaterThanOrEqual(4);
     });
 
     it('mesh names resolve through the agent, and non-mesh names still reach the LAN resolver', async () => {
@@ -599,7 +616,15 @@ run('node agent e2e: three VMs in network namespaces', () => {
     });
 
     it('an unhealthy application is taken out of rotation and returns', async () => {
-      // 50/50 from the previous test: both backends serve.
+      // One cluster with both backends (no subsets): with 50/50 over two one-host subsets, an
+      // unhealthy v1 host would still get its share, as in Envoy (a cluster whose hosts are all
+      // unhealthy is in panic mode and uses them anyway).
+      await apply(reviewsRoute(undefined));
+      await callsUntil(
+        'both backends in one cluster',
+        { count: 40 },
+        s => (s.http?.byNode.vm2 ?? 0) >= 5 && (s.http?.byNode.vm3 ?? 0) >= 5,
+      );
       await (apps.vm2 as MeshApp).setHealthy(false);
       await callsUntil(
         'only vm3 while vm2 is unhealthy',

@@ -124,6 +124,11 @@ run('host identity with real processes', () => {
     doc.certs = { ...doc.certs, dir: path.join(dir, 'certs'), ttl };
     doc.stateDir = path.join(dir, 'state') as never;
     doc.status = { listen: `127.0.0.1:${statusPort}` };
+    // Identity only: these hosts have no pilot, and capture must not touch this machine.
+    doc.proxy = { enabled: false };
+    doc.capture = { mode: 'none' };
+    doc.dns = { enabled: false };
+    doc.proxyless = { enabled: false };
     fs.writeFileSync(config, YAML.stringify(doc));
     return { name, dir, config, statusPort };
   };
