@@ -226,7 +226,14 @@ logLevel: warn
   cp = start(cpArgs, 'control-plane');
   await sleep(1500);
 
-  // 5. Rotation every ~6 s.
+  // 5. Rotation every ~6 s: a new certificate with the short lifetime first (the one on disk
+  //    lives 24 h), so a fresh token.
+  fs.rmSync(path.join(host, 'certs'), { recursive: true, force: true });
+  fs.writeFileSync(
+    path.join(host, 'join-token'),
+    run(['token', 'create', '--server', server, '--node', 'bench-vm', '--sa', 'default/bench']),
+    { mode: 0o600 },
+  );
   agent = await startAgent('12s');
   const before = metric(
     (await get(statusPort, '/metrics')).body,

@@ -25,7 +25,7 @@ interface NodeAgentArgs {
 export const nodeAgentCommand: CommandModule<object, NodeAgentArgs> = {
   command: 'node-agent',
   describe:
-    'Run the node agent: workload certificate (key made here, renewed at half its lifetime) and status on :15020',
+    "Run the node agent: this host's identity, registration and health, the supervised proxy, traffic capture, DNS and status (:15020)",
   builder: y =>
     y
       .option('config', {
