@@ -6,6 +6,7 @@ import * as path from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import * as protoLoader from '@grpc/proto-loader';
 import * as protobuf from 'protobufjs';
+import { RESOURCE_LAYOUT, resourceDir } from '../common/resources';
 import type { ProtoGrpcType as CaProtoGrpcType } from './gen/ca';
 import type { ProtoGrpcType as PilotProtoGrpcType } from './gen/registration';
 
@@ -17,8 +18,16 @@ export const PROTO_LOADER_OPTIONS: protoLoader.Options = {
   oneofs: true,
 };
 
-/** Where the .proto sources are: beside this file (the build copies them next to index.js). */
-export const PROTO_ROOT = __dirname;
+/**
+ * Where the .proto sources are: beside this file (the build copies them next to index.js), or in
+ * the single executable's resource directory.
+ */
+export const PROTO_ROOT: string = protoRoot();
+
+function protoRoot(): string {
+  const res = resourceDir();
+  return res !== undefined ? path.join(res, RESOURCE_LAYOUT.sailProtos) : __dirname;
+}
 
 let caProto: CaProtoGrpcType | undefined;
 

@@ -9,7 +9,7 @@ import * as net from 'node:net';
 import * as path from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import { NAME_TABLE_TYPE_URL, nameTableType } from '../../api';
-import { envoyType } from '../../api/envoy';
+import { discoveryType } from '../../api/envoy';
 import { Backoff } from '../../common/backoff';
 import { type Clock, systemClock } from '../../common/clock';
 import { parseHostPort } from '../../common/config';
@@ -94,8 +94,8 @@ let ctor: AdsClientConstructor | undefined;
 
 /** A generic ADS client with protobufjs (de)serializers from the Envoy protos. */
 function adsClientConstructor(): AdsClientConstructor {
-  const req = envoyType('envoy.service.discovery.v3.DiscoveryRequest');
-  const res = envoyType('envoy.service.discovery.v3.DiscoveryResponse');
+  const req = discoveryType('envoy.service.discovery.v3.DiscoveryRequest');
+  const res = discoveryType('envoy.service.discovery.v3.DiscoveryResponse');
   return grpc.makeGenericClientConstructor(
     {
       StreamAggregatedResources: {

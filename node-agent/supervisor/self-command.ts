@@ -1,19 +1,10 @@
 /** How the node agent runs another `sail` subcommand (the proxy) with its own binary. */
+import { isSingleExecutable } from '../../common/resources';
+
+export { isSingleExecutable };
 
 /** Environment variable naming the `sail` to run instead of this process's own. */
 export const SAIL_BINARY_ENV = 'SAIL_BINARY';
-
-/** True inside a Node single executable application (`node:sea`); false where Node lacks it. */
-export function isSingleExecutable(): boolean {
-  try {
-    // getBuiltinModule and node:sea are both newer than some Node 20 releases: guard each.
-    const getBuiltin = (process as { getBuiltinModule?: (id: string) => unknown }).getBuiltinModule;
-    const sea = getBuiltin?.call(process, 'node:sea') as { isSea?: () => boolean } | undefined;
-    return sea?.isSea?.() ?? false;
-  } catch {
-    return false;
-  }
-}
 
 /**
  * The command that runs this same `sail`: `[node, .../cli/sail.js]` when running the JS CLI,

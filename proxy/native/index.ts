@@ -1,12 +1,14 @@
 /**
  * The proxy's native addon (`original-dst.c`, built by `scripts/build-native.js` into
- * `build/proxy/native/sail_native.node`, and into `proxy/native/build/Release/` when run from the
- * sources). It reads SO_ORIGINAL_DST, which Node cannot: only capture mode needs it, so it is loaded
- * lazily on first use and explicit mode runs without it.
+ * `build/proxy/native/sail_native.node`, into `proxy/native/build/Release/` when run from the
+ * sources, and installed in the resource directory beside the single executable). It reads
+ * SO_ORIGINAL_DST, which Node cannot: only capture mode needs it, so it is loaded lazily on first
+ * use and explicit mode runs without it.
  */
 import * as fs from 'node:fs';
 import type * as net from 'node:net';
 import * as path from 'node:path';
+import { RESOURCE_LAYOUT, resourceDir } from '../../common/resources';
 
 /** Where a redirected connection was going before iptables sent it to the proxy. */
 export interface OriginalDst {
@@ -21,7 +23,10 @@ interface NativeAddon {
 
 /** The addon's file name, in the places a build leaves it, nearest first. */
 const ADDON_FILE = 'sail_native.node';
+const RESOURCES = resourceDir();
 const ADDON_CANDIDATES = [
+  // The single executable's resource directory (/usr/lib/sail/), or SAIL_RESOURCE_DIR.
+  ...(RESOURCES !== undefined ? [path.join(RESOURCES, RESOURCE_LAYOUT.nativeAddon)] : []),
   // build/proxy/native/ (copied there by scripts/build-native.js).
   path.join(__dirname, ADDON_FILE),
   // proxy/native/ itself, when running the TypeScript sources (jest): node-gyp's output.
