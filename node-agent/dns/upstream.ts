@@ -19,6 +19,50 @@ export class UpstreamError extends Error {
 
 const idOf = (b: Buffer) => (b.length >= 2 ? b.readUInt16BE(0) : -1);
 
+/** What one exchange does with its socket, given the `finish` that settles it. */
+type Exchange = (finish: (err: Error | undefined, answer?: Buffer) => void) => {
+  /** Releases the socket (close or destroy). */
+  release(): void;
+};
+
+/**
+ * Runs one exchange with the settling every transport shares: the first of an answer, an error,
+ * the timeout or `signal` wins, and the socket is released exactly once.
+ */
+function exchange(
+  upstream: Upstream,
+  timeoutMs: number,
+  signal: AbortSignal | undefined,
+  start: Exchange,
+): Promise<Buffer> {
+  return new Promise((resolve, reject) => {
+    let done = false;
+    let release: (() => void) | undefined;
+    const finish = (err: Error | undefined, answer?: Buffer) => {
+      if (done) return;
+      done = true;
+      clearTimeout(timer);
+      signal?.removeEventListener('abort', onAbort);
+      release?.();
+      if (err) reject(err);
+      else resolve(answer!);
+    };
+    const onAbort = () => finish(new UpstreamError('closed', upstream));
+    const timer = setTimeout(
+      () => finish(new UpstreamError(`no answer within ${timeoutMs} ms`, upstream)),
+      timeoutMs,
+    );
+    if (signal?.aborted) {
+      onAbort();
+      return;
+    }
+    signal?.addEventListener('abort', onAbort, { once: true });
+    const started = start(finish);
+    if (done) started.release();
+    else release = () => started.release();
+  });
+}
+
 /**
  * Sends `query` over UDP from a fresh socket (a random source port per query, as stub resolvers
  * do, so answers cannot be spoofed by guessing one port) connected to the upstream: only its
@@ -30,26 +74,9 @@ export function exchangeUdp(
   timeoutMs: number,
   signal?: AbortSignal,
 ): Promise<Buffer> {
-  return new Promise((resolve, reject) => {
+  return exchange(upstream, timeoutMs, signal, finish => {
     const host = upstream.host.split('%')[0] ?? upstream.host;
     const socket = dgram.createSocket(net.isIPv6(host) ? 'udp6' : 'udp4');
-    let done = false;
-    const finish = (err: Error | undefined, answer?: Buffer) => {
-      if (done) return;
-      done = true;
-      clearTimeout(timer);
-      signal?.removeEventListener('abort', onAbort);
-      socket.close();
-      if (err) reject(err);
-      else resolve(answer!);
-    };
-    const onAbort = () => finish(new UpstreamError('closed', upstream));
-    const timer = setTimeout(
-      () => finish(new UpstreamError(`no answer within ${timeoutMs} ms`, upstream)),
-      timeoutMs,
-    );
-    if (signal?.aborted) return onAbort();
-    signal?.addEventListener('abort', onAbort, { once: true });
     socket.on('error', err => finish(new UpstreamError(err.message, upstream)));
     socket.on('message', msg => {
       // Another query's late answer cannot reach this socket; a wrong id is a spoofing attempt.
@@ -60,7 +87,7 @@ export function exchangeUdp(
         if (err) finish(new UpstreamError(err.message, upstream));
       });
     });
-    return undefined;
+    return { release: () => socket.close() };
   });
 }
 
@@ -71,26 +98,9 @@ export function exchangeTcp(
   timeoutMs: number,
   signal?: AbortSignal,
 ): Promise<Buffer> {
-  return new Promise((resolve, reject) => {
+  return exchange(upstream, timeoutMs, signal, finish => {
     const socket = net.connect({ host: upstream.host, port: upstream.port });
     let buffered = Buffer.alloc(0);
-    let done = false;
-    const finish = (err: Error | undefined, answer?: Buffer) => {
-      if (done) return;
-      done = true;
-      clearTimeout(timer);
-      signal?.removeEventListener('abort', onAbort);
-      socket.destroy();
-      if (err) reject(err);
-      else resolve(answer!);
-    };
-    const onAbort = () => finish(new UpstreamError('closed', upstream));
-    const timer = setTimeout(
-      () => finish(new UpstreamError(`no answer within ${timeoutMs} ms`, upstream)),
-      timeoutMs,
-    );
-    if (signal?.aborted) return onAbort();
-    signal?.addEventListener('abort', onAbort, { once: true });
     socket.on('error', err => finish(new UpstreamError(err.message, upstream)));
     socket.on('close', () =>
       finish(new UpstreamError('connection closed before an answer', upstream)),
@@ -105,6 +115,6 @@ export function exchangeTcp(
     const prefix = Buffer.alloc(2);
     prefix.writeUInt16BE(query.length);
     socket.write(Buffer.concat([prefix, query]));
-    return undefined;
+    return { release: () => socket.destroy() };
   });
 }
