@@ -7,7 +7,14 @@ import { TestCa } from '../test/helpers/test-ca';
 import { makeTmpDir } from '../test/helpers/tmp-dir';
 import { loadNodeAgentConfig } from './config';
 import { FingerprintMismatchError, JoinConfigExistsError } from './errors';
-import { type JoinOptions, join, parseFingerprint, parseLabelsFlag, parsePortFlags } from './join';
+import {
+  type JoinOptions,
+  join,
+  PACKAGED_SAMPLE_MARKER,
+  parseFingerprint,
+  parseLabelsFlag,
+  parsePortFlags,
+} from './join';
 import { NodeAgent } from './node-agent';
 
 let tmp: { dir: string; cleanup: () => void };
@@ -117,6 +124,17 @@ describe('join', () => {
     expect(fs.readFileSync(path.join(path.dirname(configFile), 'join-token'), 'utf8')).toBe(
       'other\n',
     );
+  });
+
+  it("replaces the sail-node-agent package's sample config without --force", async () => {
+    fs.mkdirSync(path.dirname(configFile), { recursive: true });
+    fs.writeFileSync(
+      configFile,
+      `${PACKAGED_SAMPLE_MARKER}, this host has not joined yet.\nx: 1\n`,
+    );
+    await join(base());
+    expect(fs.readFileSync(configFile, 'utf8')).not.toContain(PACKAGED_SAMPLE_MARKER);
+    expect(loadNodeAgentConfig(configFile).settings.nodeName).toBe(base().nodeName);
   });
 
   it('fetches the root from the CA and checks it against the fingerprint (colons, any case)', async () => {

@@ -319,6 +319,18 @@ async function fetchRootByFingerprint(
   return { rootPem: match, trustDomain: td };
 }
 
+/** The first line of the sample config the sail-node-agent package installs (packaging/deb). */
+export const PACKAGED_SAMPLE_MARKER = '# sail-node-agent: packaged sample';
+
+/** True when `file` is the package's untouched-by-join sample, which `sail join` may replace. */
+function isPackagedSample(file: string): boolean {
+  try {
+    return fs.readFileSync(file, 'utf8').startsWith(PACKAGED_SAMPLE_MARKER);
+  } catch {
+    return false;
+  }
+}
+
 /**
  * Validates the inputs, obtains the root, and writes root, token and config (config last, so its
  * presence means the join finished).
@@ -368,7 +380,8 @@ export async function join(opts: JoinOptions): Promise<JoinResult> {
     throw invalid('--ca-address', `${JSON.stringify(opts.caAddress)} is not HOST:PORT`);
   }
   const configFile = path.resolve(opts.configFile ?? DEFAULT_CONFIG_FILE);
-  if (fs.existsSync(configFile) && !opts.force) throw new JoinConfigExistsError(configFile);
+  if (fs.existsSync(configFile) && !opts.force && !isPackagedSample(configFile))
+    throw new JoinConfigExistsError(configFile);
   const dir = path.dirname(configFile);
   const rootCertFile = path.join(dir, JOIN_ROOT_CERT_FILE);
   const tokenFile = path.join(dir, JOIN_TOKEN_FILE);

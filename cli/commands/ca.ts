@@ -11,7 +11,7 @@ import { createRegistry, renderMetrics } from '../../common/metrics';
 import { KEY_ALGORITHMS, type KeyAlgorithm } from '../../common/pki';
 import { adminSpiffeId } from '../../ca';
 import { DEFAULT_DATA_DIR } from '../admin-client';
-import { runUntilSignal } from '../run';
+import { notifySystemdReady, runUntilSignal } from '../run';
 import { durationFlag } from './admin-options';
 import type { Pilot } from '../../pilot/pilot';
 import { type PilotArgs, pilotFromArgs, pilotOptions } from './pilot';
@@ -192,6 +192,7 @@ async function runControlPlane(
         pilot?.updateTls(m);
       });
       await admin.start();
+      notifySystemdReady(logger);
     },
     close: async () => {
       await admin?.close();

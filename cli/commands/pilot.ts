@@ -15,7 +15,7 @@ import { createRegistry, renderMetrics } from '../../common/metrics';
 import { Pilot, type PilotOptions } from '../../pilot/pilot';
 import { parseEtcdEndpoints, type StoreOptions } from '../../pilot/store';
 import { DEFAULT_DATA_DIR } from '../admin-client';
-import { runUntilSignal } from '../run';
+import { notifySystemdReady, runUntilSignal } from '../run';
 import { durationFlag as duration } from './admin-options';
 
 export interface PilotArgs {
@@ -261,6 +261,7 @@ export const pilotCommand: CommandModule<object, StandaloneArgs> = {
         });
         await admin.start();
         process.on('SIGHUP', onHup);
+        notifySystemdReady(logger);
       },
       close: async () => {
         process.off('SIGHUP', onHup);
