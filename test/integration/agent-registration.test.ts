@@ -70,7 +70,7 @@ class EdsWatch {
       this.client = c;
       c.request({ typeUrl: EDS, resourceNames: [this.cluster] });
       try {
-        for (;;) {
+        while (!this.closed) {
           let r: DecodedResponse;
           try {
             r = await c.next(1_000);

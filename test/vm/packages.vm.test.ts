@@ -533,6 +533,32 @@ run('Debian packages in booted VMs (systemd-nspawn)', () => {
     await untilTalking('vm2 → web after vm1 rebooted', 60_000);
   });
 
+  pkgIt(
+    'an upgrade (dpkg -i over the installed packages) keeps config and identity and restarts the agent',
+    async () => {
+      const vm1 = V('vm1');
+      const sha = (file: string) => vm1.run(['sha256sum', file]);
+      const config = await sha('/etc/sail/node-agent.yaml');
+      const cert = await sha('/var/lib/sail/certs/cert-chain.pem');
+      const pidBefore = (
+        await vm1.run(['systemctl', 'show', '-p', 'MainPID', '--value', 'sail-node-agent'])
+      ).trim();
+      const files = [inDist(debs.nodeAgent), ...(debs.common ? [inDist(debs.common)] : [])];
+      await timed('dpkg -i upgrade (vm1)', () =>
+        vm1.run(['dpkg', '-i', '--force-confold', ...files], { timeoutMs: 120_000 }),
+      );
+      expect(await sha('/etc/sail/node-agent.yaml')).toBe(config);
+      expect(await sha('/var/lib/sail/certs/cert-chain.pem')).toBe(cert);
+      await untilReady(vm1, 60_000);
+      expect((await vm1.run(['systemctl', 'is-active', 'sail-node-agent'])).trim()).toBe('active');
+      const pidAfter = (
+        await vm1.run(['systemctl', 'show', '-p', 'MainPID', '--value', 'sail-node-agent'])
+      ).trim();
+      expect(pidAfter).not.toBe(pidBefore);
+      await untilTalking('vm2 → web after the upgrade of vm1', 60_000);
+    },
+  );
+
   pkgIt('`apt-get remove sail-node-agent` leaves no Sail rules and no Sail processes', async () => {
     const vm2 = V('vm2');
     expect(await sailRules(vm2)).not.toEqual([]);
