@@ -50,6 +50,7 @@ import {
   controlPlaneArgs,
   createToken,
   joinArgs,
+  callCommand,
   parseCallSummary,
   patchAgentConfig,
   SAIL_JS,
@@ -314,24 +315,8 @@ export class LoopbackMesh implements BookinfoMesh {
 
   async call(opts: CallOptions): Promise<CallSummary> {
     const h = this.hosts.get(CLIENT.node) as Host;
-    const timeoutMs = opts.timeoutMs ?? 10_000;
-    const r = await hostExec(
-      process.execPath,
-      [
-        APPS_JS,
-        'call',
-        '--url',
-        `http://productpage:${SERVICE_PORT}/productpage`,
-        '--via',
-        h.outbound,
-        '--count',
-        String(opts.count),
-        '--timeout-ms',
-        String(timeoutMs),
-        ...Object.entries(opts.headers ?? {}).flatMap(([k, v]) => ['--header', `${k}:${v}`]),
-      ],
-      { timeoutMs: opts.count * timeoutMs + 10_000 },
-    );
+    const { argv, timeoutMs } = callCommand(opts, h.outbound);
+    const r = await hostExec(process.execPath, argv, { timeoutMs });
     return parseCallSummary(r.stdout, r.stderr, r.code);
   }
 

@@ -8,7 +8,7 @@ import * as path from 'node:path';
 import * as YAML from 'yaml';
 import { hostExec } from '../test/helpers/mesh-lab';
 import type { CallSummary } from './bookinfo-apps';
-import { type Doc, NAMESPACE, type Service } from './mesh-config';
+import { type Doc, NAMESPACE, SERVICE_PORT, type Service } from './mesh-config';
 
 /** build/ (this file runs compiled, from build/demo/). */
 const BUILD_DIR = __dirname.split(path.sep).includes('build')
@@ -62,6 +62,32 @@ export interface CallOptions {
   readonly headers?: Readonly<Record<string, string>>;
   /** Per call; default 10 s. */
   readonly timeoutMs?: number;
+}
+
+/**
+ * The bookinfo-apps `call` command line for `opts`: GET productpage `count` times (through the
+ * proxy at `via` in explicit mode), and the bound on how long it may take.
+ */
+export function callCommand(
+  opts: CallOptions,
+  via?: string,
+): { argv: string[]; timeoutMs: number } {
+  const timeoutMs = opts.timeoutMs ?? 10_000;
+  return {
+    argv: [
+      APPS_JS,
+      'call',
+      '--url',
+      `http://productpage:${SERVICE_PORT}/productpage`,
+      ...(via !== undefined ? ['--via', via] : []),
+      '--count',
+      String(opts.count),
+      '--timeout-ms',
+      String(timeoutMs),
+      ...Object.entries(opts.headers ?? {}).flatMap(([k, v]) => ['--header', `${k}:${v}`]),
+    ],
+    timeoutMs: opts.count * timeoutMs + 10_000,
+  };
 }
 
 /** A running BookInfo on Sail, whichever topology. */

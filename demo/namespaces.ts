@@ -37,6 +37,7 @@ import {
   controlPlaneArgs,
   createToken,
   joinArgs,
+  callCommand,
   parseCallSummary,
   patchAgentConfig,
   SAIL_JS,
@@ -208,23 +209,8 @@ export class NamespacesMesh implements BookinfoMesh {
   }
 
   async call(opts: CallOptions): Promise<CallSummary> {
-    const timeoutMs = opts.timeoutMs ?? 10_000;
-    const r = await this.lab.exec(
-      CLIENT.node,
-      [
-        process.execPath,
-        APPS_JS,
-        'call',
-        '--url',
-        `http://productpage:${SERVICE_PORT}/productpage`,
-        '--count',
-        String(opts.count),
-        '--timeout-ms',
-        String(timeoutMs),
-        ...Object.entries(opts.headers ?? {}).flatMap(([k, v]) => ['--header', `${k}:${v}`]),
-      ],
-      { timeoutMs: opts.count * timeoutMs + 10_000 },
-    );
+    const { argv, timeoutMs } = callCommand(opts);
+    const r = await this.lab.exec(CLIENT.node, [process.execPath, ...argv], { timeoutMs });
     return parseCallSummary(r.stdout, r.stderr, r.code);
   }
 

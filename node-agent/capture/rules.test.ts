@@ -95,10 +95,11 @@ describe('buildCaptureRules semantics', () => {
     expect(rules.slice(-last.length)).toEqual(last);
   });
 
-  it('leaves connections older than the rules alone, then excludes the proxy uid and gid, DNS right after', () => {
+  it("leaves connections older than the rules alone, sends the proxy's calls to this host's own address inbound, then excludes the proxy uid and gid, DNS right after", () => {
     const spec = { ...BASE, dns: { port: 15053, nameservers: ['127.0.0.53'] } };
-    expect(chain(spec, 'ipv4', 'nat', 'SAIL_OUTPUT').slice(0, 5)).toEqual([
+    expect(chain(spec, 'ipv4', 'nat', 'SAIL_OUTPUT').slice(0, 6)).toEqual([
       '-p tcp -m tcp ! --tcp-flags FIN,SYN,RST,ACK SYN -j RETURN',
+      '! -d 127.0.0.1/32 -o lo -p tcp -m owner --uid-owner 1337 -j SAIL_INBOUND',
       '-m owner --uid-owner 1337 -j RETURN',
       '-m owner --gid-owner 1338 -j RETURN',
       '-d 127.0.0.53/32 -p udp -m udp --dport 53 -j REDIRECT --to-ports 15053',
@@ -114,7 +115,9 @@ describe('buildCaptureRules semantics', () => {
     ]);
     expect(rules[0]).toBe('-p tcp -m tcp ! --tcp-flags FIN,SYN,RST,ACK SYN -j RETURN');
     expect(rules[1]).toBe('-p tcp -m tcp --dport 22 -j RETURN');
-    expect(inboundExcludedPorts(spec)).toEqual([22, 15000, 15001, 15006, 15020, 15053, 15090]);
+    expect(inboundExcludedPorts(spec)).toEqual([
+      22, 15000, 15001, 15006, 15010, 15012, 15014, 15020, 15053, 15090,
+    ]);
   });
 
   it('installs no inbound chain or jump when includeInboundPorts is empty', () => {

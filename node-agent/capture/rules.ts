@@ -40,8 +40,13 @@ export function isSailChain(name: string): boolean {
 
 /** SSH: never captured inbound, whatever the config says, so a bad config cannot lock anyone out. */
 export const SSH_PORT = 22;
-/** Sail's own listening ports: proxy admin, outbound, inbound, agent status, agent DNS, proxy metrics. */
-export const SAIL_PORTS: readonly number[] = [15000, 15001, 15006, 15020, 15053, 15090];
+/**
+ * Sail's own listening ports, never captured inbound: proxy admin, outbound, inbound, the control
+ * plane's pilot, CA and admin (a host may run it too), agent status, agent DNS, proxy metrics.
+ */
+export const SAIL_PORTS: readonly number[] = [
+  15000, 15001, 15006, 15010, 15012, 15014, 15020, 15053, 15090,
+];
 /** The packet mark TPROXY sets and the policy route matches (Istio 1.0's value). */
 export const TPROXY_MARK = 1337;
 /** The routing table that delivers marked packets locally (Istio 1.0's value). */
@@ -327,6 +332,24 @@ export function buildCaptureRules(s: CaptureSpec, family: CaptureFamily): Family
     natJumps.push({ chain: 'OUTPUT', spec: spec({ p: 'udp', m: dport('udp', 53), j: C.output }) });
   }
   nat.push(A(C.output, spec({ p: 'tcp', m: NOT_SYN, j: 'RETURN' })));
+  if (redirectInbound) {
+    // The proxy calling this host's own address (a service whose endpoint is this host): through
+    // the inbound side like any caller, so its mutual TLS is terminated there (Istio's rule).
+    // Only the proxy's uid, not the gid the agent shares; its inbound clusters dial 127.0.0.1,
+    // which this does not match, and ports no workload declares are refused, so nothing loops.
+    nat.push(
+      A(
+        C.output,
+        spec({
+          notD: loopback,
+          o: 'lo',
+          p: 'tcp',
+          m: `-m owner --uid-owner ${s.proxyUid}`,
+          j: C.inbound,
+        }),
+      ),
+    );
+  }
   nat.push(A(C.output, spec({ m: `-m owner --uid-owner ${s.proxyUid}`, j: 'RETURN' })));
   nat.push(A(C.output, spec({ m: `-m owner --gid-owner ${s.proxyGid}`, j: 'RETURN' })));
   const dnsTarget = `REDIRECT --to-ports ${s.dns?.port ?? 0}`;

@@ -579,6 +579,21 @@ run('node agent e2e: three VMs in network namespaces', () => {
       ).toBeDefined();
     });
 
+    it('a host reaches its own service by name: its proxy calls itself through its inbound side', async () => {
+      const l = L();
+      // reviews routes to v1, which is vm2 itself: curl (root, captured) → vm2's proxy → vm2's own
+      // address, sent to its inbound side by capture → mTLS terminated → the app.
+      for (let i = 0; i < 5; i++) {
+        const r = await l.curl('vm2', 'http://reviews:9080/');
+        expect(r.status).toBe(200);
+        const reply = JSON.parse(r.body) as HttpReply;
+        expect(reply.node).toBe('vm2');
+        expect(reply.headers['x-forwarded-client-cert']).toContain(
+          'URI=spiffe://cluster.local/ns/default/sa/reviews',
+        );
+      }
+    });
+
     it('a plaintext client to the inbound side is refused under STRICT', async () => {
       const l = L();
       // From cp (no proxy there): straight to vm2's app port, which capture sends to the proxy.
