@@ -29,6 +29,7 @@
  */
 import * as http from 'node:http';
 import * as os from 'node:os';
+import { type Args, one, parseArgs } from '../test/helpers/cli-args';
 
 /** The port every BookInfo service listens on and is called on. */
 export const BOOKINFO_PORT = 9080;
@@ -86,21 +87,6 @@ export interface CallSummary {
 
 const STARS = { v1: null, v2: 'black', v3: 'red' } as const;
 
-type Args = Map<string, string[]>;
-
-function parseArgs(argv: readonly string[]): Args {
-  const args: Args = new Map();
-  for (let i = 0; i < argv.length; i++) {
-    const a = argv[i] as string;
-    if (!a.startsWith('--')) throw new Error(`unexpected argument ${a}`);
-    const next = argv[i + 1];
-    const value = next === undefined || next.startsWith('--') ? 'true' : (i++, next);
-    args.set(a.slice(2), [...(args.get(a.slice(2)) ?? []), value]);
-  }
-  return args;
-}
-
-const one = (args: Args, k: string, dflt?: string): string | undefined => args.get(k)?.[0] ?? dflt;
 const print = (v: unknown) => process.stdout.write(`${JSON.stringify(v)}\n`);
 const errMessage = (e: unknown) => (e instanceof Error ? e.message : String(e));
 

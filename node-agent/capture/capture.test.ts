@@ -6,20 +6,10 @@ import { LogCapture } from '../../test/helpers/log-capture';
 import { makeTmpDir } from '../../test/helpers/tmp-dir';
 import { Capture } from './capture';
 import { CaptureError } from './errors';
+import { testSpec } from './testing';
 import type { CaptureSpec, CommandResult, CommandRunner } from './types';
 
-const SPEC: CaptureSpec = {
-  mode: 'redirect',
-  proxyUid: 1337,
-  proxyGid: 1337,
-  outboundPort: 15001,
-  inboundPort: 15006,
-  includeOutboundCidrs: '*',
-  excludeOutboundCidrs: '',
-  includeInboundPorts: '*',
-  excludeInboundPorts: '22',
-  ipv6: 'auto',
-};
+const SPEC: CaptureSpec = testSpec(1337, 1337);
 
 type Table = { chains: string[]; rules: string[] };
 

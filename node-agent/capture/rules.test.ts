@@ -11,20 +11,10 @@ import {
   renderRules,
   validateCaptureSpec,
 } from './rules';
+import { testSpec } from './testing';
 import type { CaptureSpec } from './types';
 
-const BASE: CaptureSpec = {
-  mode: 'redirect',
-  proxyUid: 1337,
-  proxyGid: 1338,
-  outboundPort: 15001,
-  inboundPort: 15006,
-  includeOutboundCidrs: '*',
-  excludeOutboundCidrs: '',
-  includeInboundPorts: '*',
-  excludeInboundPorts: '22',
-  ipv6: 'auto',
-};
+const BASE: CaptureSpec = testSpec(1337, 1338);
 
 /** Golden files: testdata/<name>.golden; UPDATE_GOLDEN=1 rewrites them. */
 function golden(name: string, actual: string): void {

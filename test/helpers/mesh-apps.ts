@@ -38,6 +38,7 @@ import { ECHO_METHOD, EchoClient } from './echo-grpc';
 import type { LabProcess, MeshLab, TcpProbeResult } from './mesh-lab';
 import { MESH_APPS_JS } from './mesh-lab';
 import { waitFor } from './wait-for';
+import { type Args, one, parseArgs } from './cli-args';
 
 /** The apps' ports (service port names: http, grpc, tcp). */
 export const APP_PORTS = { http: 9080, grpc: 9090, tcp: 9100 } as const;
@@ -84,21 +85,6 @@ export interface ClientStatus {
 // ---------------------------------------------------------------------------------------------
 // The processes (main)
 
-type Args = Map<string, string[]>;
-
-function parseArgs(argv: readonly string[]): Args {
-  const args: Args = new Map();
-  for (let i = 0; i < argv.length; i++) {
-    const a = argv[i] as string;
-    if (!a.startsWith('--')) throw new Error(`unexpected argument ${a}`);
-    const next = argv[i + 1];
-    const value = next === undefined || next.startsWith('--') ? 'true' : (i++, next);
-    args.set(a.slice(2), [...(args.get(a.slice(2)) ?? []), value]);
-  }
-  return args;
-}
-
-const one = (args: Args, k: string, dflt?: string): string | undefined => args.get(k)?.[0] ?? dflt;
 const num = (args: Args, k: string, dflt: number): number => {
   const v = Number(one(args, k, String(dflt)));
   if (!Number.isFinite(v)) throw new Error(`--${k}: want a number`);

@@ -268,7 +268,8 @@ export function hostExec(
   });
 }
 
-async function must(
+/** Runs `file args` on the host and returns its stdout; throws with its output when it fails. */
+export async function must(
   file: string,
   args: readonly string[],
   opts: ExecOptions = {},
@@ -276,7 +277,7 @@ async function must(
   const r = await hostExec(file, args, opts);
   if (r.code !== 0)
     throw new Error(
-      `${file} ${args.join(' ')} exited ${r.code}: ${r.stderr.trim() || r.stdout.trim()}`,
+      `${file} ${args.join(' ')} exited ${r.code}${r.signal ? ` (${r.signal})` : ''}: ${(r.stderr.trim() || r.stdout.trim()).slice(-3000)}`,
     );
   return r.stdout;
 }

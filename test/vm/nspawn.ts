@@ -27,7 +27,7 @@ import * as crypto from 'node:crypto';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { type ExecOptions, type ExecResult, hostExec } from '../helpers/mesh-lab';
+import { type ExecOptions, type ExecResult, hostExec, must } from '../helpers/mesh-lab';
 import { waitFor } from '../helpers/wait-for';
 
 /** Where each VM records what it made and its owner's pid (for {@link NspawnVm.sweep}). */
@@ -163,18 +163,6 @@ export function imageKey(suite: string, packages: readonly string[]): string {
   return crypto.createHash('sha256').update(what).digest('hex').slice(0, 12);
 }
 
-async function must(
-  file: string,
-  args: readonly string[],
-  opts: ExecOptions = {},
-): Promise<string> {
-  const r = await hostExec(file, args, opts);
-  if (r.code !== 0)
-    throw new Error(
-      `${file} ${args.join(' ')} exited ${r.code}${r.signal ? ` (${r.signal})` : ''}: ${(r.stderr.trim() || r.stdout.trim()).slice(-3000)}`,
-    );
-  return r.stdout;
-}
 
 /**
  * What every VM shares, done once on the fresh debootstrap root: an empty machine-id (each VM
