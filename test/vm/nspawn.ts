@@ -163,7 +163,6 @@ export function imageKey(suite: string, packages: readonly string[]): string {
   return crypto.createHash('sha256').update(what).digest('hex').slice(0, 12);
 }
 
-
 /**
  * What every VM shares, done once on the fresh debootstrap root: an empty machine-id (each VM
  * makes its own at first boot), no hostname, no downloaded .debs, and apt without recommends
