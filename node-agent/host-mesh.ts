@@ -87,9 +87,12 @@ export function resolvConfNameservers(settings: NodeAgentSettings): string[] {
  * off. IPv4 only: the server listens on 127.0.0.1, and a query to an IPv6 nameserver is left
  * alone (it still resolves every name but the mesh's).
  */
-export function captureNameservers(settings: NodeAgentSettings): string[] | undefined {
+export function captureNameservers(
+  settings: NodeAgentSettings,
+  nameservers: readonly string[] = resolvConfNameservers(settings),
+): string[] | undefined {
   if (!settings.dns.enabled) return undefined;
-  return resolvConfNameservers(settings).filter(ns => net.isIPv4(ns));
+  return nameservers.filter(ns => net.isIPv4(ns));
 }
 
 /** The health probe of the config in the registration client's terms. */
@@ -119,7 +122,6 @@ export class HostMesh implements Lifecycle {
   private registration: RegistrationClient | undefined;
   private dns: DnsServer | undefined;
   private dnsUpstreams: readonly string[] = [];
-  private dnsNames = 0;
   private names: NameTableClient | undefined;
   private relay: XdsRelay | undefined;
   private supervisor: ProxySupervisor | undefined;
@@ -162,8 +164,11 @@ export class HostMesh implements Lifecycle {
 
     // Capture: remove what a crashed agent left behind now; install once the proxy is ready.
     const capturing = s.proxy.enabled && s.capture.mode !== 'none';
+    // The host's resolvers, read once: where DNS forwards to, and what capture sends to it.
+    let hostNameservers: string[] = [];
     if (s.dns.enabled) {
-      this.dnsUpstreams = s.dns.upstreams ? [...s.dns.upstreams] : resolvConfNameservers(s);
+      hostNameservers = resolvConfNameservers(s);
+      this.dnsUpstreams = s.dns.upstreams ? [...s.dns.upstreams] : hostNameservers;
       if (this.dnsUpstreams.length === 0)
         this.log.warn(
           { file: s.dns.resolvConf },
@@ -176,7 +181,7 @@ export class HostMesh implements Lifecycle {
         gid: process.getgid?.() ?? 0,
       };
       this.capture = new Capture({
-        spec: captureSpecFromSettings(s, proxyUser, captureNameservers(s)),
+        spec: captureSpecFromSettings(s, proxyUser, captureNameservers(s, hostNameservers)),
         logger: this.log,
         registry: this.opts.registry,
         stateDir,
@@ -224,10 +229,7 @@ export class HostMesh implements Lifecycle {
         nodeId,
         identity,
         stateFile: path.join(stateDir, 'names.json'),
-        onTable: table => {
-          this.dnsNames = table.size;
-          dns.setTable(table);
-        },
+        onTable: table => dns.setTable(table),
       });
       await this.names.start();
     }
@@ -362,7 +364,7 @@ export class HostMesh implements Lifecycle {
         ? {
             listen: this.dns.address ?? s.dns.listen,
             upstreams: this.dnsUpstreams,
-            names: this.dnsNames,
+            names: this.names!.status().names,
             table: this.names!.status(),
           }
         : undefined,

@@ -161,12 +161,6 @@ export class NodeAgent implements Lifecycle {
     return this.rotator.onCertificateChanged(listener);
   }
 
-  /** True when the host has a valid certificate, a ready proxy and its capture installed. */
-  get ready(): boolean {
-    const id = this.rotator.current();
-    return id !== undefined && id.notAfter.getTime() > this.clock.now() && this.mesh.ready;
-  }
-
   /**
    * Starts the agent; resolves once the host is meshed: it has a valid certificate, the proxy is
    * ready and capture installed (HostMesh's order). Waits (retrying the CA, waiting for the

@@ -83,6 +83,41 @@ export async function runProbe(spec: HealthProbeSpec, signal?: AbortSignal): Pro
   }
 }
 
+/**
+ * Runs one network probe with the settling both share: the first of its result, `timeoutMs` or
+ * `signal` wins, `release` frees its socket once, and the message is clipped. `what` prefixes the
+ * timeout and cancel messages (`GET URL`, `connect HOST:PORT`).
+ */
+function settleProbe(
+  what: string,
+  silence: 'no response' | 'no answer',
+  timeoutMs: number,
+  signal: AbortSignal | undefined,
+  start: (finish: (r: ProbeResult) => void) => { release(): void },
+): Promise<ProbeResult> {
+  return new Promise(resolve => {
+    let settled = false;
+    let release: (() => void) | undefined;
+    const finish = (r: ProbeResult) => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(timer);
+      signal?.removeEventListener('abort', onAbort);
+      release?.();
+      resolve({ ok: r.ok, message: clip(r.message) });
+    };
+    const timer = setTimeout(
+      () => finish({ ok: false, message: `${what}: ${silence} within ${timeoutMs} ms` }),
+      timeoutMs,
+    );
+    const onAbort = () => finish({ ok: false, message: `${what}: probe cancelled` });
+    signal?.addEventListener('abort', onAbort, { once: true });
+    const started = start(finish);
+    if (settled) started.release();
+    else release = () => started.release();
+  });
+}
+
 function httpProbe(
   p: NonNullable<HealthProbeSpec['http']>,
   timeoutMs: number,
@@ -90,16 +125,7 @@ function httpProbe(
 ): Promise<ProbeResult> {
   const host = p.host ?? DEFAULT_PROBE_HOST;
   const url = `http://${hostPort(host, p.port)}${p.path}`;
-  return new Promise(resolve => {
-    let settled = false;
-    const finish = (r: ProbeResult) => {
-      if (settled) return;
-      settled = true;
-      clearTimeout(timer);
-      signal?.removeEventListener('abort', onAbort);
-      req.destroy();
-      resolve({ ok: r.ok, message: clip(r.message) });
-    };
+  return settleProbe(`GET ${url}`, 'no response', timeoutMs, signal, finish => {
     // A fresh connection per probe (no agent, like the kubelet), so a probe sees what a new
     // client would: a wedged accept queue fails it.
     const req = http.get(
@@ -113,20 +139,11 @@ function httpProbe(
       res => {
         const code = res.statusCode ?? 0;
         res.resume();
-        finish(
-          code >= 200 && code < 400
-            ? { ok: true, message: `HTTP ${code} from ${url}` }
-            : { ok: false, message: `HTTP ${code} from ${url}` },
-        );
+        finish({ ok: code >= 200 && code < 400, message: `HTTP ${code} from ${url}` });
       },
     );
     req.on('error', err => finish({ ok: false, message: `GET ${url}: ${getErrorMessage(err)}` }));
-    const timer = setTimeout(
-      () => finish({ ok: false, message: `GET ${url}: no response within ${timeoutMs} ms` }),
-      timeoutMs,
-    );
-    const onAbort = () => finish({ ok: false, message: `GET ${url}: probe cancelled` });
-    signal?.addEventListener('abort', onAbort, { once: true });
+    return { release: () => req.destroy() };
   });
 }
 
@@ -136,27 +153,13 @@ function tcpProbe(
   signal: AbortSignal | undefined,
 ): Promise<ProbeResult> {
   const target = hostPort(p.host ?? DEFAULT_PROBE_HOST, p.port);
-  return new Promise(resolve => {
-    let settled = false;
-    const finish = (r: ProbeResult) => {
-      if (settled) return;
-      settled = true;
-      clearTimeout(timer);
-      signal?.removeEventListener('abort', onAbort);
-      socket.destroy();
-      resolve({ ok: r.ok, message: clip(r.message) });
-    };
+  return settleProbe(`connect ${target}`, 'no answer', timeoutMs, signal, finish => {
     const socket = net.connect({ host: p.host ?? DEFAULT_PROBE_HOST, port: p.port });
     socket.once('connect', () => finish({ ok: true, message: `connected to ${target}` }));
     socket.once('error', err =>
       finish({ ok: false, message: `connect ${target}: ${getErrorMessage(err)}` }),
     );
-    const timer = setTimeout(
-      () => finish({ ok: false, message: `connect ${target}: no answer within ${timeoutMs} ms` }),
-      timeoutMs,
-    );
-    const onAbort = () => finish({ ok: false, message: `connect ${target}: probe cancelled` });
-    signal?.addEventListener('abort', onAbort, { once: true });
+    return { release: () => socket.destroy() };
   });
 }
 
