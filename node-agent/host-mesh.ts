@@ -11,7 +11,14 @@ import { writeFileAtomic } from '../common/fs';
 import type { Lifecycle } from '../common/lifecycle';
 import type { Logger } from '../common/logging';
 import type { prom } from '../common/metrics';
-import { Capture, type CaptureStatus, captureSpecFromSettings } from './capture';
+import {
+  Capture,
+  type CaptureStatus,
+  captureSpecFromSettings,
+  DEFAULT_INBOUND_PORT,
+  TPROXY_CHILD_FD,
+  TproxySocket,
+} from './capture';
 import { DnsServer, NameTableClient, type NameTableStatus, parseResolvConf } from './dns';
 import type { WorkloadIdentity } from './identity/cert-store';
 import type { NodeAgentSettings } from './options';
@@ -119,6 +126,8 @@ export class HostMesh implements Lifecycle {
   private address: string | undefined;
   private nodeId: string | undefined;
   private capture: Capture | undefined;
+  /** capture.mode tproxy: the transparent socket the proxy inherits for virtualInbound. */
+  private tproxySocket: TproxySocket | undefined;
   private registration: RegistrationClient | undefined;
   private dns: DnsServer | undefined;
   private dnsUpstreams: readonly string[] = [];
@@ -259,6 +268,13 @@ export class HostMesh implements Lifecycle {
     }
 
     if (s.proxy.enabled) {
+      if (capturing && s.capture.mode === 'tproxy') {
+        this.tproxySocket = TproxySocket.open(DEFAULT_INBOUND_PORT);
+        this.log.info(
+          { host: this.tproxySocket.host, port: this.tproxySocket.port },
+          'Opened the transparent inbound socket for TPROXY',
+        );
+      }
       this.supervisor = new ProxySupervisor({
         logger: this.log,
         clock: this.opts.clock,
@@ -268,6 +284,7 @@ export class HostMesh implements Lifecycle {
         // Its own directory: the supervisor gives it to the proxy's user.
         config: this.proxyConfig(path.join(stateDir, 'proxy')),
         ...(this.opts.proxyUser ? { user: this.opts.proxyUser } : {}),
+        ...(this.tproxySocket ? { inheritFds: [this.tproxySocket.fd] } : {}),
         ...(s.proxy.nodeOptions ? { env: { NODE_OPTIONS: s.proxy.nodeOptions } } : {}),
         adminAddress: s.proxy.adminListen,
         stopGraceMs: s.proxy.stopGraceMs,
@@ -328,7 +345,10 @@ export class HostMesh implements Lifecycle {
       certsDir: s.certs.dir,
       stateDir,
       // Without capture, applications dial the proxy's per-service listeners on 127.0.0.1.
-      traffic: { mode: s.capture.mode === 'none' ? 'explicit' : 'capture' },
+      traffic: {
+        mode: s.capture.mode === 'none' ? 'explicit' : 'capture',
+        ...(this.tproxySocket ? { inboundFd: TPROXY_CHILD_FD } : {}),
+      },
       adminListen: s.proxy.adminListen,
       accessLog: s.proxy.accessLog,
       ...(level ? { logLevel: level } : {}),
@@ -400,5 +420,10 @@ export class HostMesh implements Lifecycle {
     await step('the xDS relay', this.relay && (() => this.relay!.close()));
     await step('registration', this.registration && (() => this.registration!.close()));
     await step('the proxy', this.supervisor && (() => this.supervisor!.close()));
+    // Only now: until the proxy is gone, connections queue on it rather than being refused.
+    await step(
+      'the transparent inbound socket',
+      this.tproxySocket && (async () => this.tproxySocket!.close()),
+    );
   }
 }

@@ -19,6 +19,13 @@ export interface TrafficOptions {
   readonly outboundListen?: string;
   /** Capture mode: where `virtualInbound` binds instead of the address pilot sends (tests). */
   readonly inboundListen?: string;
+  /**
+   * Capture mode with TPROXY: `virtualInbound` listens on this inherited file descriptor, a
+   * listening socket with IP_TRANSPARENT that the node agent created (the proxy itself holds no
+   * capability to set it), instead of binding. Its connections keep their original destination
+   * as their local address.
+   */
+  readonly inboundFd?: number;
   /** Explicit mode: host of the outbound listeners (default 127.0.0.1). */
   readonly outboundBindHost: string;
   /** Explicit mode: host of the inbound listeners (default: the node's IP from its node id). */

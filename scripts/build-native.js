@@ -1,5 +1,5 @@
-// Builds the SO_ORIGINAL_DST addon (proxy/native/) with node-gyp and copies it next to the
-// compiled loader (build/proxy/native/sail_native.node). Run by `npm run build`.
+// Builds the SO_ORIGINAL_DST addon (common/native/) with node-gyp and copies it next to the
+// compiled loader (build/common/native/sail_native.node). Run by `npm run build`.
 //
 // There is no network on build machines, so node-gyp must never download Node's headers: it gets
 // `--nodedir` pointing at the headers of the Node running this script (a distribution's
@@ -12,9 +12,9 @@ const path = require('node:path');
 const { spawnSync } = require('node:child_process');
 
 const root = path.join(__dirname, '..');
-const srcDir = path.join(root, 'proxy', 'native');
+const srcDir = path.join(root, 'common', 'native');
 const built = path.join(srcDir, 'build', 'Release', 'sail_native.node');
-const outDir = path.join(root, 'build', 'proxy', 'native');
+const outDir = path.join(root, 'build', 'common', 'native');
 
 function fail(message) {
   console.error(`build-native: ${message}`);

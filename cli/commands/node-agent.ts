@@ -104,18 +104,13 @@ export const nodeAgentCommand: CommandModule<object, NodeAgentArgs> = {
 /**
  * The proxy's system user when the agent runs as root and supervises a proxy; undefined
  * otherwise (the proxy then runs as the agent's user).
- * @throws ConfigError when the user does not exist, capture is on without root, or capture.mode is
- *   tproxy (the proxy cannot take TPROXY connections yet)
+ * @throws ConfigError when the user does not exist or capture is on without root
  */
 function resolveProxyUser(
   configFile: string,
   settings: NodeAgentSettings,
 ): { uid: number; gid: number } | undefined {
   if (!settings.proxy.enabled) return undefined;
-  if (settings.capture.mode === 'tproxy')
-    throw new ConfigError(
-      `${configFile}: capture.mode: tproxy is not supported by the proxy yet (its inbound listener would need IP_TRANSPARENT, which needs CAP_NET_ADMIN); use redirect (\`sail capture install\` can still install TPROXY rules by hand)`,
-    );
   const root = process.getuid?.() === 0;
   if (!root) {
     if (settings.capture.mode !== 'none')

@@ -30,6 +30,7 @@ export {
 } from './rules';
 export { captureSpecFromSettings, DEFAULT_INBOUND_PORT, DEFAULT_OUTBOUND_PORT } from './spec';
 export { lookupSystemUser, parsePasswdUser } from './system-user';
+export { TPROXY_CHILD_FD, TproxySocket } from './tproxy-socket';
 export { CaptureError, CAPTURE_ERROR_CODES, type CaptureErrorCode } from './errors';
 export type {
   CaptureSpec,

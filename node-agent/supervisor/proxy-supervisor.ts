@@ -74,6 +74,11 @@ export interface ProxySupervisorOptions {
   readonly config: Readonly<Record<string, unknown>>;
   /** Run the child as this user (the agent is root); absent = the agent's own user. */
   readonly user?: { readonly uid: number; readonly gid: number };
+  /**
+   * Open file descriptors of the agent the child inherits as 3, 4, … (the TPROXY listening
+   * socket). The agent keeps them open across restarts of the proxy and closes them itself.
+   */
+  readonly inheritFds?: readonly number[];
   /** Extra environment of the child, over the agent's own (minus NOTIFY_SOCKET and the like). */
   readonly env?: Readonly<Record<string, string>>;
   /** The proxy admin address to poll /ready on, e.g. 127.0.0.1:15000. */
@@ -446,6 +451,7 @@ export class ProxySupervisor implements Lifecycle {
           'ignore',
           this.opts.stdio === 'pipe' ? 'pipe' : 'inherit',
           this.opts.stdio === 'pipe' ? 'pipe' : 'inherit',
+          ...(this.opts.inheritFds ?? []),
         ],
         // Its own process group: a Ctrl-C in the agent's terminal reaches only the agent, which
         // then drains the proxy in order instead of both stopping at once.

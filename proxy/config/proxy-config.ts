@@ -110,6 +110,11 @@ const trafficSchema = z
     mode: zTrafficMode.default('capture'),
     outboundListen: zHostPort.optional(),
     inboundListen: zHostPort.optional(),
+    inboundFd: z
+      .number({ message: 'want a file descriptor number' })
+      .int({ message: 'want a file descriptor number' })
+      .min(3, { message: 'want an inherited file descriptor (3 or above)' })
+      .optional(),
     outboundBindHost: zIp.default(DEFAULT_OUTBOUND_BIND_HOST),
     inboundBindHost: zIp.optional(),
   })
@@ -290,6 +295,7 @@ function resolve(
       mode,
       ...(t.outboundListen !== undefined ? { outboundListen: t.outboundListen } : {}),
       ...(t.inboundListen !== undefined ? { inboundListen: t.inboundListen } : {}),
+      ...(t.inboundFd !== undefined ? { inboundFd: t.inboundFd } : {}),
       outboundBindHost: t.outboundBindHost,
       // Explicit inbound listeners bind the workload's address, which the node id carries.
       inboundBindHost: t.inboundBindHost ?? node.ip,

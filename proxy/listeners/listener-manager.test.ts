@@ -8,7 +8,7 @@ import { waitFor } from '../../test/helpers/wait-for';
 import { startWorkloadTls } from '../../test/helpers/workload-identity';
 import type { FilterChain, Listener, ProxyConfig, SocketAddress } from '../model';
 import { PASSTHROUGH_CLUSTER } from '../model';
-import { isNativeAddonAvailable } from '../native';
+import { isNativeAddonAvailable } from '../../common/native';
 import type { TrafficOptions } from '../options';
 import { compileListener } from '../config/compile';
 import { TestConfig } from '../http/testing';

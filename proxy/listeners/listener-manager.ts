@@ -6,7 +6,7 @@
  *
  * Capture mode (iptables REDIRECT): `virtualOutbound` and `virtualInbound` are bound (their
  * addresses, or `traffic.outboundListen` / `inboundListen`), and the original destination comes
- * from SO_ORIGINAL_DST (proxy/native). Explicit mode: no capture listeners; one socket per outbound
+ * from SO_ORIGINAL_DST (common/native). Explicit mode: no capture listeners; one socket per outbound
  * service port (`0.0.0.0_PORT` → `outboundBindHost:PORT`) and per inbound workload port (the ports
  * of virtualInbound's chains → `inboundBindHost:PORT`), and the original destination is the
  * socket's local address.
@@ -17,7 +17,7 @@ import { type Clock, systemClock } from '../../common/clock';
 import { parseHostPort } from '../../common/config';
 import type { Logger } from '../../common/logging';
 import type { FilterChain, Listener, ProxyConfig, SocketAddress } from '../model';
-import { getOriginalDst, loadNativeAddon, socketFd } from '../native';
+import { dupFd, getOriginalDst, loadNativeAddon, socketFd } from '../../common/native';
 import type { TrafficOptions } from '../options';
 import { serverSocketOptions } from '../tls';
 import type {
@@ -97,6 +97,12 @@ export interface BindingPlan {
   readonly port: number;
   /** The original destination comes from SO_ORIGINAL_DST (capture mode). */
   readonly capture: boolean;
+  /**
+   * Listen on (a duplicate of) this inherited listening socket instead of binding host:port: the
+   * node agent's IP_TRANSPARENT socket for TPROXY capture. Its connections' local address is their
+   * original destination.
+   */
+  readonly fd?: number;
 }
 
 /** Whether `l` is a capture listener (it receives redirected traffic in capture mode). */
@@ -133,12 +139,14 @@ export function planBindings(
           : traffic.outboundListen
         : undefined;
       const hp = override !== undefined ? parseHostPort(override) : undefined;
+      const fd = capture && isInboundCapture(l) ? traffic.inboundFd : undefined;
       plans.push({
         name: l.name,
         listenerName: l.name,
         host: hp?.host ?? l.address.address,
         port: hp?.port ?? l.address.port,
         capture: true,
+        ...(fd !== undefined ? { fd } : {}),
       });
       continue;
     }
@@ -176,7 +184,7 @@ export function planBindings(
 }
 
 function planKey(p: BindingPlan): string {
-  return `${p.name}|${p.host}|${p.port}|${p.capture}`;
+  return `${p.name}|${p.host}|${p.port}|${p.capture}|${p.fd ?? ''}`;
 }
 
 /** `::ffff:10.0.0.1` → `10.0.0.1`: dual-stack sockets report IPv4 peers that way. */
@@ -420,7 +428,11 @@ export class ListenerManager {
     try {
       await new Promise<void>((resolve, reject) => {
         b.server.once('error', reject);
-        b.server.listen({ host: plan.host, port: plan.port }, () => {
+        // An inherited socket is listened on through a duplicate: closing this binding (a drain)
+        // must leave the original for the next one.
+        const where =
+          plan.fd !== undefined ? { fd: dupFd(plan.fd) } : { host: plan.host, port: plan.port };
+        b.server.listen(where, () => {
           b.server.off('error', reject);
           resolve();
         });
@@ -488,7 +500,8 @@ export class ListenerManager {
       port: socket.localPort ?? 0,
     };
     let originalDst = local;
-    if (b.plan.capture) {
+    // TPROXY (an inherited transparent socket) keeps the destination: the local address is it.
+    if (b.plan.capture && b.plan.fd === undefined) {
       let od: SocketAddress | undefined;
       try {
         od = this.readOriginalDst(socket);
@@ -499,12 +512,16 @@ export class ListenerManager {
         return;
       }
       if (od) originalDst = { address: plainAddress(od.address), port: od.port };
+    }
+    if (b.plan.capture) {
       // Not redirected (or redirected to itself): a capture listener would forward to itself.
-      if (
-        isCaptureListener(listener) &&
-        originalDst.port === local.port &&
-        originalDst.address === local.address
-      ) {
+      // Under TPROXY every connection keeps its own destination: only one to the socket's own
+      // port is such a loop.
+      const toItself =
+        b.plan.fd !== undefined
+          ? local.port === b.bound?.port
+          : originalDst.port === local.port && originalDst.address === local.address;
+      if (isCaptureListener(listener) && toItself) {
         this.counters.loops++;
         if (this.debug) {
           this.log.debug(

@@ -59,7 +59,7 @@ function buildResources(dir, layout) {
     path.join(dir, layout.wellKnownProtos, 'google'),
   );
   copyProtos(path.join(nodeModules, 'etcd3', 'proto'), path.join(dir, layout.etcdProtos));
-  const addon = path.join(buildDir, 'proxy', 'native', 'sail_native.node');
+  const addon = path.join(buildDir, 'common', 'native', 'sail_native.node');
   if (process.env.SAIL_SKIP_NATIVE === '1') {
     console.log('package:sea: without the native addon (SAIL_SKIP_NATIVE=1): no capture mode');
   } else {

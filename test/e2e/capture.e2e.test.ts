@@ -31,7 +31,7 @@ import { SAIL_JS, sailBuilt } from '../helpers/sail-process';
 import { makeTmpDir } from '../helpers/tmp-dir';
 import { waitFor } from '../helpers/wait-for';
 
-const ADDON = path.join(path.dirname(SAIL_JS), '..', 'proxy', 'native', 'sail_native.node');
+const ADDON = path.join(path.dirname(SAIL_JS), '..', 'common', 'native', 'sail_native.node');
 const has = (cmd: string) => spawnSync('sh', ['-c', `command -v ${cmd}`]).status === 0;
 const BACKENDS = (['nft', 'legacy'] as const).filter(
   b => spawnSync(`iptables-${b}`, ['--version']).status === 0,

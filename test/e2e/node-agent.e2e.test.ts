@@ -6,7 +6,8 @@
  *   cp   10.A.B.2   `sail control-plane` (CA :15012, pilot :15010, admin :15014), LAN resolver :53
  *   vm1  10.A.B.11  productpage v1 (sa productpage); the client calling reviews BY NAME:
  *                   http://reviews:9080/, reviews:9090 (gRPC), reviews:9100 (TCP)
- *   vm2  10.A.B.12  reviews v1 (sa reviews)
+ *   vm2  10.A.B.12  reviews v1 (sa reviews); capture.mode tproxy (inbound through TPROXY and the
+ *                   agent's transparent socket), the other VMs redirect
  *   vm3  10.A.B.13  reviews v2 (sa reviews)
  *   every VM: sshd :22, `sail join` then `sail node-agent` as root (capture, the supervised
  *   proxy as sail-proxy, registration with a health probe of /health, DNS on :15053)
@@ -19,7 +20,7 @@
  * and other names still reach the LAN resolver; the client reaches reviews by name over HTTP,
  * gRPC and TCP through both proxies with mutual TLS, and a plaintext client is refused under
  * STRICT; `sail apply` route changes take effect; an unhealthy application leaves rotation and
- * returns; a proxy killed with SIGKILL is restarted; with the control plane killed traffic
+ * returns; a proxy killed with SIGKILL is restarted (on a REDIRECT and on a TPROXY host); with the control plane killed traffic
  * continues and a restarted agent comes up and serves; a stopped agent leaves no Sail rules;
  * SSH stays reachable throughout.
  */
@@ -72,9 +73,9 @@ const fqdn = (svc: string) => `${svc}.${NAMESPACE}.svc.cluster.local`;
 
 /** What each VM runs and is. */
 const HOSTS = {
-  vm1: { service: 'productpage', version: 'v1', sa: 'productpage' },
-  vm2: { service: 'reviews', version: 'v1', sa: 'reviews' },
-  vm3: { service: 'reviews', version: 'v2', sa: 'reviews' },
+  vm1: { service: 'productpage', version: 'v1', sa: 'productpage', capture: 'redirect' },
+  vm2: { service: 'reviews', version: 'v1', sa: 'reviews', capture: 'tproxy' },
+  vm3: { service: 'reviews', version: 'v2', sa: 'reviews', capture: 'redirect' },
 } as const;
 type Vm = keyof typeof HOSTS;
 const VMS = Object.keys(HOSTS) as Vm[];
@@ -383,7 +384,7 @@ run('node agent e2e: three VMs in network namespaces', () => {
             successThreshold: 1,
           },
         },
-        capture: { mode: 'redirect', excludeInboundPorts: '22' },
+        capture: { mode: HOSTS[vm].capture, excludeInboundPorts: '22' },
         dns: { enabled: true },
         proxy: { enabled: true, user: PROXY_USER, accessLog: true, stopGrace: '2s' },
         status: { listen: '127.0.0.1:15020' },
@@ -502,6 +503,10 @@ run('node agent e2e: three VMs in network namespaces', () => {
       expect(json.ready).toBe(true);
       expect(json.proxy.state).toBe('ready');
       expect(Object.keys(json.proxy.xds.versions).length).toBeGreaterThanOrEqual(4);
+      // vm2 captures inbound with TPROXY: mangle rules, its policy route, installed and verified.
+      const vm2 = await l.exec('vm2', sailArgv('status'));
+      expect(vm2.stdout).toMatch(/^Capture: +tproxy via iptables-(nft|legacy), installed$/m);
+      expect(await l.run('vm2', ['ip', 'rule', 'show'])).toContain('lookup 133');
     });
 
     it('mesh names resolve through the agent, and non-mesh names still reach the LAN resolver', async () => {
@@ -654,31 +659,45 @@ run('node agent e2e: three VMs in network namespaces', () => {
       );
     });
 
-    it('kill -9 of a proxy: the agent restarts it and traffic resumes', async () => {
+    it('kill -9 of a proxy: the agent restarts it and traffic resumes (REDIRECT and TPROXY hosts)', async () => {
       const l = L();
-      const [old] = await sailPids(l, 'vm1', 'proxy');
-      expect(old).toBeDefined();
-      process.kill(old as number, 'SIGKILL');
-      const next = await waitFor(
-        async () => {
-          const [p] = await sailPids(l, 'vm1', 'proxy');
-          return p !== undefined &&
-            p !== old &&
-            (await l.curl('vm1', 'http://127.0.0.1:15000/ready')).status === 200
-            ? p
-            : undefined;
-        },
-        { timeoutMs: 20_000, intervalMs: 200, what: 'a new ready proxy in vm1' },
-      );
-      expect(next).not.toBe(old);
+      // vm1 (redirect) holds the client; vm2 (tproxy) serves it: its new proxy must take the
+      // agent's transparent socket again.
+      const killed = new Map<Vm, number>();
+      for (const vm of ['vm1', 'vm2'] as const) {
+        const [old] = await sailPids(l, vm, 'proxy');
+        expect(old).toBeDefined();
+        killed.set(vm, old as number);
+        process.kill(old as number, 'SIGKILL');
+      }
+      for (const [vm, old] of killed) {
+        const next = await waitFor(
+          async () => {
+            const [p] = await sailPids(l, vm, 'proxy');
+            return p !== undefined &&
+              p !== old &&
+              (await l.curl(vm, 'http://127.0.0.1:15000/ready')).status === 200
+              ? p
+              : undefined;
+          },
+          { timeoutMs: 20_000, intervalMs: 200, what: `a new ready proxy in ${vm}` },
+        );
+        expect(next).not.toBe(old);
+      }
       const c = client as MeshClient;
       await c.reset();
       await c.waitUntil(
-        x => (x.http?.ok ?? 0) >= 10 && x.http?.consecutiveErrors === 0 && (x.tcp?.ok ?? 0) >= 10,
-        'traffic after the proxy restart',
+        x =>
+          (x.http?.ok ?? 0) >= 20 &&
+          x.http?.consecutiveErrors === 0 &&
+          (x.http?.byNode.vm2 ?? 0) >= 3 &&
+          (x.tcp?.ok ?? 0) >= 10,
+        'traffic after the proxy restarts, vm2 (TPROXY) among the backends',
       );
-      const m = (await agentStatus('vm1', '/metrics')).body;
-      expect(sample(m, 'sail_agent_proxy_restarts_total')).toBeGreaterThanOrEqual(1);
+      for (const vm of killed.keys()) {
+        const m = (await agentStatus(vm, '/metrics')).body;
+        expect(sample(m, 'sail_agent_proxy_restarts_total')).toBeGreaterThanOrEqual(1);
+      }
     });
 
     it('the control plane killed: traffic continues, and an agent restart comes up and serves', async () => {
@@ -718,6 +737,8 @@ run('node agent e2e: three VMs in network namespaces', () => {
         expect(await l.iptablesSave(vm)).toBe(baseline[vm]?.v4);
         expect(await l.iptablesSave(vm, { family: 'ipv6' })).toBe(baseline[vm]?.v6);
         expect(await sailPids(l, vm, 'proxy')).toEqual([]);
+        // TPROXY's policy route is gone too.
+        expect(await l.run(vm, ['ip', 'rule', 'show'])).not.toContain('lookup 133');
       }
       // And the app is plain reachable again (no capture).
       const r = await l.curl(CP, `http://${l.ip('vm2')}:${APP_PORTS.http}/`);

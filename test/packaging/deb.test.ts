@@ -24,7 +24,7 @@ const BUILD_SH = path.join(ROOT, 'packaging', 'deb', 'build.sh');
 const DIST_BIN = path.join(ROOT, 'dist', 'sail');
 const DIST_LIB = path.join(ROOT, 'dist', 'lib', 'sail');
 const CLI_JS = path.join(ROOT, 'build', 'cli', 'sail.js');
-const NATIVE = path.join(ROOT, 'build', 'proxy', 'native', 'sail_native.node');
+const NATIVE = path.join(ROOT, 'build', 'common', 'native', 'sail_native.node');
 const VERSION = (
   JSON.parse(fs.readFileSync(path.join(ROOT, 'package.json'), 'utf8')) as { version: string }
 ).version;

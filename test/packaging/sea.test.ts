@@ -32,7 +32,7 @@ const SAIL_BIN = path.join(DIST, 'sail');
 const BUILD_INPUTS = [
   path.join(ROOT, 'build', 'cli', 'sail.js'),
   path.join(ROOT, 'build', 'common', 'resources.js'),
-  path.join(ROOT, 'build', 'proxy', 'native', 'sail_native.node'),
+  path.join(ROOT, 'build', 'common', 'native', 'sail_native.node'),
 ];
 const SEA_SCRIPT = path.join(ROOT, 'scripts', 'package', 'sea.js');
 const VERSION = (

@@ -1,14 +1,16 @@
 /**
- * The proxy's native addon (`original-dst.c`, built by `scripts/build-native.js` into
- * `build/proxy/native/sail_native.node`, into `proxy/native/build/Release/` when run from the
- * sources, and installed in the resource directory beside the single executable). It reads
- * SO_ORIGINAL_DST, which Node cannot: only capture mode needs it, so it is loaded lazily on first
- * use and explicit mode runs without it.
+ * Sail's native addon (`sail-native.c`, built by `scripts/build-native.js` into
+ * `build/common/native/sail_native.node`, into `common/native/build/Release/` when run from the
+ * sources, and installed in the resource directory beside the single executable): the socket calls
+ * Node has no API for. The proxy reads SO_ORIGINAL_DST of redirected connections; the node agent
+ * creates the IP_TRANSPARENT listening socket TPROXY capture needs and hands it to the proxy. Only
+ * capture mode needs the addon, so it is loaded lazily on first use and explicit mode runs without
+ * it.
  */
 import * as fs from 'node:fs';
 import type * as net from 'node:net';
 import * as path from 'node:path';
-import { RESOURCE_LAYOUT, resourceDir } from '../../common/resources';
+import { RESOURCE_LAYOUT, resourceDir } from '../resources';
 
 /** Where a redirected connection was going before iptables sent it to the proxy. */
 export interface OriginalDst {
@@ -19,7 +21,13 @@ export interface OriginalDst {
 
 interface NativeAddon {
   getOriginalDst(fd: number): OriginalDst | undefined;
+  transparentListen(host: string, port: number, backlog: number): number;
+  dupFd(fd: number): number;
+  closeFd(fd: number): void;
 }
+
+/** The functions the addon must export (an older build lacks the socket ones). */
+const ADDON_FUNCTIONS = ['getOriginalDst', 'transparentListen', 'dupFd', 'closeFd'] as const;
 
 /** The addon's file name, in the places a build leaves it, nearest first. */
 const ADDON_FILE = 'sail_native.node';
@@ -27,9 +35,9 @@ const RESOURCES = resourceDir();
 const ADDON_CANDIDATES = [
   // The single executable's resource directory (/usr/lib/sail/), or SAIL_RESOURCE_DIR.
   ...(RESOURCES !== undefined ? [path.join(RESOURCES, RESOURCE_LAYOUT.nativeAddon)] : []),
-  // build/proxy/native/ (copied there by scripts/build-native.js).
+  // build/common/native/ (copied there by scripts/build-native.js).
   path.join(__dirname, ADDON_FILE),
-  // proxy/native/ itself, when running the TypeScript sources (jest): node-gyp's output.
+  // common/native/ itself, when running the TypeScript sources (jest): node-gyp's output.
   path.join(__dirname, 'build', 'Release', ADDON_FILE),
 ];
 
@@ -52,8 +60,11 @@ function load(): NativeAddon {
   try {
     const mod = { exports: {} as Partial<NativeAddon> };
     process.dlopen(mod, file);
-    if (typeof mod.exports.getOriginalDst !== 'function') {
-      throw new Error(`native addon ${file} does not export getOriginalDst`);
+    const missing = ADDON_FUNCTIONS.filter(f => typeof mod.exports[f] !== 'function');
+    if (missing.length > 0) {
+      throw new Error(
+        `native addon ${file} does not export ${missing.join(', ')} (built from older sources: run \`npm run build\`)`,
+      );
     }
     addon = mod.exports as NativeAddon;
     return addon;
@@ -99,6 +110,28 @@ export function isNativeAddonAvailable(): boolean {
  */
 export function getOriginalDst(fd: number): OriginalDst | undefined {
   return load().getOriginalDst(fd);
+}
+
+/**
+ * A new listening TCP socket on `host`:`port` with IP_TRANSPARENT (an IPv4 host) or
+ * IPV6_TRANSPARENT (an IPv6 host; dual-stack, so `::` also takes IPv4 connections), SO_REUSEADDR
+ * and close-on-exec, as TPROXY needs: its file descriptor, which the caller owns (pass it to a
+ * child with `spawn`'s `stdio`, close it with {@link closeFd}).
+ * @throws Error with code `ERRNO_<n>` naming the failed call: EPERM without CAP_NET_ADMIN,
+ *   EADDRINUSE when the port is taken
+ */
+export function transparentListen(host: string, port: number, backlog = 511): number {
+  return load().transparentListen(host, port, backlog);
+}
+
+/** A close-on-exec duplicate of `fd` (numbered 3 or above). @throws Error for a bad fd */
+export function dupFd(fd: number): number {
+  return load().dupFd(fd);
+}
+
+/** Closes `fd`. @throws Error for a bad fd */
+export function closeFd(fd: number): void {
+  load().closeFd(fd);
 }
 
 /** The file descriptor of a connected `net.Socket` (Node keeps it on the libuv handle); undefined

@@ -1,10 +1,10 @@
-# The SO_ORIGINAL_DST addon (proxy/native/index.ts loads it). Built by scripts/build-native.js
+# The native addon (common/native/index.ts loads it): SO_ORIGINAL_DST for the proxy, transparent listening sockets for the node agent. Built by scripts/build-native.js
 # during `npm run build`, against the headers of the Node that runs the build (never downloaded).
 {
   "targets": [
     {
       "target_name": "sail_native",
-      "sources": ["original-dst.c"],
+      "sources": ["sail-native.c"],
       "defines": ["NAPI_VERSION=8"],
       "cflags": ["-O2", "-Wall", "-Wextra", "-Werror"]
     }

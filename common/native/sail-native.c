@@ -1,0 +1,296 @@
+// Sail's native addon: the few socket calls Node has no API for.
+//
+// getOriginalDst(fd): the destination a connection had before iptables REDIRECTed it to the proxy.
+//
+// The kernel keeps it in the connection's conntrack entry; SO_ORIGINAL_DST (IPv4, level SOL_IP)
+// and IP6T_SO_ORIGINAL_DST (IPv6, level SOL_IPV6) read it back (netfilter's getorigdst). A socket
+// that was not redirected has no such entry (ENOENT), and a kernel without conntrack does not know
+// the option (ENOPROTOOPT): both mean "not redirected" and give `undefined`. Anything else (a bad
+// fd) throws.
+//
+// transparentListen(host, port, backlog): a listening TCP socket with IP_TRANSPARENT (IPv4) or
+// IPV6_TRANSPARENT (IPv6, dual-stack), which TPROXY needs to hand it connections addressed to
+// other hosts' addresses. Setting the option needs CAP_NET_ADMIN (or CAP_NET_RAW): the node agent,
+// which runs as root, creates the socket and passes it to the unprivileged proxy, which keeps no
+// capability at all. The flag stays with the socket and is inherited by every accepted connection.
+//
+// dupFd(fd) / closeFd(fd): the proxy listens on a duplicate of the inherited socket, so a listener
+// that is closed and bound again (a drain) does not lose it.
+#include <node_api.h>
+
+#include <errno.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <string.h>
+
+#ifdef __linux__
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+#endif
+
+#ifndef IP_TRANSPARENT
+#define IP_TRANSPARENT 19
+#endif
+#ifndef IPV6_TRANSPARENT
+#define IPV6_TRANSPARENT 75
+#endif
+
+// From <linux/netfilter_ipv4.h> and <linux/netfilter_ipv6/ip6_tables.h>, which clash with
+// glibc's <netinet/in.h> on some distributions; the values are part of the kernel ABI.
+#ifndef SO_ORIGINAL_DST
+#define SO_ORIGINAL_DST 80
+#endif
+#ifndef IP6T_SO_ORIGINAL_DST
+#define IP6T_SO_ORIGINAL_DST 80
+#endif
+
+#define CHECK(env, call)                                                        \
+  do {                                                                          \
+    if ((call) != napi_ok) {                                                    \
+      napi_throw_error((env), NULL, "sail_native: " #call " failed");           \
+      return NULL;                                                              \
+    }                                                                           \
+  } while (0)
+
+static napi_value throw_errno(napi_env env, const char *what, int err) {
+  char msg[160];
+  snprintf(msg, sizeof msg, "%s failed: %s", what, strerror(err));
+  char code[32];
+  snprintf(code, sizeof code, "ERRNO_%d", err);
+  napi_throw_error(env, code, msg);
+  return NULL;
+}
+
+#ifdef __linux__
+static napi_value make_result(napi_env env, const char *address, int port, int family) {
+  napi_value obj, v;
+  CHECK(env, napi_create_object(env, &obj));
+  CHECK(env, napi_create_string_utf8(env, address, NAPI_AUTO_LENGTH, &v));
+  CHECK(env, napi_set_named_property(env, obj, "address", v));
+  CHECK(env, napi_create_int32(env, port, &v));
+  CHECK(env, napi_set_named_property(env, obj, "port", v));
+  CHECK(env, napi_create_int32(env, family, &v));
+  CHECK(env, napi_set_named_property(env, obj, "family", v));
+  return obj;
+}
+
+static int not_redirected(int err) { return err == ENOENT || err == ENOPROTOOPT; }
+
+static napi_value original_dst_v4(napi_env env, int fd) {
+  struct sockaddr_in sin;
+  socklen_t len = sizeof sin;
+  memset(&sin, 0, sizeof sin);
+  if (getsockopt(fd, SOL_IP, SO_ORIGINAL_DST, &sin, &len) != 0) {
+    int err = errno;
+    if (not_redirected(err)) return NULL;
+    return throw_errno(env, "getsockopt(SO_ORIGINAL_DST)", err);
+  }
+  char text[INET_ADDRSTRLEN];
+  if (inet_ntop(AF_INET, &sin.sin_addr, text, sizeof text) == NULL) {
+    return throw_errno(env, "inet_ntop", errno);
+  }
+  return make_result(env, text, ntohs(sin.sin_port), 4);
+}
+
+static napi_value original_dst_v6(napi_env env, int fd) {
+  struct sockaddr_in6 sin6;
+  socklen_t len = sizeof sin6;
+  memset(&sin6, 0, sizeof sin6);
+  if (getsockopt(fd, SOL_IPV6, IP6T_SO_ORIGINAL_DST, &sin6, &len) != 0) {
+    int err = errno;
+    if (not_redirected(err)) return NULL;
+    return throw_errno(env, "getsockopt(IP6T_SO_ORIGINAL_DST)", err);
+  }
+  char text[INET6_ADDRSTRLEN];
+  if (inet_ntop(AF_INET6, &sin6.sin6_addr, text, sizeof text) == NULL) {
+    return throw_errno(env, "inet_ntop", errno);
+  }
+  return make_result(env, text, ntohs(sin6.sin6_port), 6);
+}
+#endif
+
+static napi_value get_original_dst(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  CHECK(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  napi_valuetype type = napi_undefined;
+  if (argc >= 1) CHECK(env, napi_typeof(env, argv[0], &type));
+  if (type != napi_number) {
+    napi_throw_type_error(env, NULL, "getOriginalDst: fd must be a number");
+    return NULL;
+  }
+  int32_t fd;
+  CHECK(env, napi_get_value_int32(env, argv[0], &fd));
+  if (fd < 0) {
+    napi_throw_range_error(env, NULL, "getOriginalDst: fd must not be negative");
+    return NULL;
+  }
+  napi_value result = NULL;
+#ifdef __linux__
+  // The socket's own family decides the option. An IPv6 socket carrying an IPv4 connection
+  // (a v4-mapped local address on a dual-stack listener) was redirected by iptables, not
+  // ip6tables, so its entry is an IPv4 one.
+  struct sockaddr_storage local;
+  socklen_t len = sizeof local;
+  if (getsockname(fd, (struct sockaddr *)&local, &len) != 0) {
+    return throw_errno(env, "getsockname", errno);
+  }
+  if (local.ss_family == AF_INET6 &&
+      !IN6_IS_ADDR_V4MAPPED(&((struct sockaddr_in6 *)&local)->sin6_addr)) {
+    result = original_dst_v6(env, fd);
+  } else if (local.ss_family == AF_INET || local.ss_family == AF_INET6) {
+    result = original_dst_v4(env, fd);
+  }
+  bool pending = false;
+  CHECK(env, napi_is_exception_pending(env, &pending));
+  if (pending) return NULL;
+#endif
+  if (result == NULL) CHECK(env, napi_get_undefined(env, &result));
+  return result;
+}
+
+// Reads argument `i` as a non-negative int32, or throws a TypeError/RangeError naming `what`.
+static bool int_arg(napi_env env, napi_value *argv, size_t argc, size_t i, const char *what,
+                    int32_t *out) {
+  napi_valuetype type = napi_undefined;
+  if (i < argc && napi_typeof(env, argv[i], &type) != napi_ok) type = napi_undefined;
+  if (type != napi_number) {
+    char msg[96];
+    snprintf(msg, sizeof msg, "%s must be a number", what);
+    napi_throw_type_error(env, NULL, msg);
+    return false;
+  }
+  if (napi_get_value_int32(env, argv[i], out) != napi_ok || *out < 0) {
+    char msg[96];
+    snprintf(msg, sizeof msg, "%s must not be negative", what);
+    napi_throw_range_error(env, NULL, msg);
+    return false;
+  }
+  return true;
+}
+
+static napi_value transparent_listen(napi_env env, napi_callback_info info) {
+  size_t argc = 3;
+  napi_value argv[3];
+  CHECK(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  napi_valuetype type = napi_undefined;
+  if (argc >= 1) CHECK(env, napi_typeof(env, argv[0], &type));
+  if (type != napi_string) {
+    napi_throw_type_error(env, NULL, "transparentListen: host must be a string");
+    return NULL;
+  }
+  char host[INET6_ADDRSTRLEN + 1];
+  size_t host_len = 0;
+  CHECK(env, napi_get_value_string_utf8(env, argv[0], host, sizeof host, &host_len));
+  int32_t port, backlog;
+  if (!int_arg(env, argv, argc, 1, "transparentListen: port", &port)) return NULL;
+  if (!int_arg(env, argv, argc, 2, "transparentListen: backlog", &backlog)) return NULL;
+  if (port > 65535) {
+    napi_throw_range_error(env, NULL, "transparentListen: port must be at most 65535");
+    return NULL;
+  }
+#ifdef __linux__
+  struct sockaddr_storage addr;
+  socklen_t addr_len;
+  memset(&addr, 0, sizeof addr);
+  int family;
+  struct sockaddr_in *sin = (struct sockaddr_in *)&addr;
+  struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)&addr;
+  if (inet_pton(AF_INET, host, &sin->sin_addr) == 1) {
+    family = AF_INET;
+    sin->sin_family = AF_INET;
+    sin->sin_port = htons((uint16_t)port);
+    addr_len = sizeof *sin;
+  } else if (inet_pton(AF_INET6, host, &sin6->sin6_addr) == 1) {
+    family = AF_INET6;
+    sin6->sin6_family = AF_INET6;
+    sin6->sin6_port = htons((uint16_t)port);
+    addr_len = sizeof *sin6;
+  } else {
+    char msg[INET6_ADDRSTRLEN + 80];
+    snprintf(msg, sizeof msg, "transparentListen: host %s is not an IPv4 or IPv6 address", host);
+    napi_throw_type_error(env, NULL, msg);
+    return NULL;
+  }
+  int fd = socket(family, SOCK_STREAM | SOCK_CLOEXEC, IPPROTO_TCP);
+  if (fd < 0) return throw_errno(env, "socket", errno);
+  int one = 1, zero = 0;
+  const char *step = NULL;
+  if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) != 0) {
+    step = "setsockopt(SO_REUSEADDR)";
+  } else if (family == AF_INET6 && setsockopt(fd, SOL_IPV6, IPV6_V6ONLY, &zero, sizeof zero) != 0) {
+    step = "setsockopt(IPV6_V6ONLY)";
+  } else if (family == AF_INET && setsockopt(fd, SOL_IP, IP_TRANSPARENT, &one, sizeof one) != 0) {
+    step = "setsockopt(IP_TRANSPARENT)";
+  } else if (family == AF_INET6 &&
+             setsockopt(fd, SOL_IPV6, IPV6_TRANSPARENT, &one, sizeof one) != 0) {
+    step = "setsockopt(IPV6_TRANSPARENT)";
+  } else if (bind(fd, (struct sockaddr *)&addr, addr_len) != 0) {
+    step = "bind";
+  } else if (listen(fd, backlog) != 0) {
+    step = "listen";
+  }
+  if (step != NULL) {
+    int err = errno;
+    close(fd);
+    return throw_errno(env, step, err);
+  }
+  napi_value result;
+  CHECK(env, napi_create_int32(env, fd, &result));
+  return result;
+#else
+  napi_throw_error(env, NULL, "transparentListen: IP_TRANSPARENT is Linux only");
+  return NULL;
+#endif
+}
+
+static napi_value dup_fd(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  CHECK(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  int32_t fd;
+  if (!int_arg(env, argv, argc, 0, "dupFd: fd", &fd)) return NULL;
+#ifdef __linux__
+  int copy = fcntl(fd, F_DUPFD_CLOEXEC, 3);
+  if (copy < 0) return throw_errno(env, "fcntl(F_DUPFD_CLOEXEC)", errno);
+  napi_value result;
+  CHECK(env, napi_create_int32(env, copy, &result));
+  return result;
+#else
+  napi_throw_error(env, NULL, "dupFd: Linux only");
+  return NULL;
+#endif
+}
+
+static napi_value close_fd(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  CHECK(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  int32_t fd;
+  if (!int_arg(env, argv, argc, 0, "closeFd: fd", &fd)) return NULL;
+#ifdef __linux__
+  if (close(fd) != 0 && errno != EINTR) return throw_errno(env, "close", errno);
+#endif
+  napi_value result;
+  CHECK(env, napi_get_undefined(env, &result));
+  return result;
+}
+
+static bool export_fn(napi_env env, napi_value exports, const char *name, napi_callback cb) {
+  napi_value fn;
+  return napi_create_function(env, name, NAPI_AUTO_LENGTH, cb, NULL, &fn) == napi_ok &&
+         napi_set_named_property(env, exports, name, fn) == napi_ok;
+}
+
+NAPI_MODULE_INIT() {
+  if (!export_fn(env, exports, "getOriginalDst", get_original_dst) ||
+      !export_fn(env, exports, "transparentListen", transparent_listen) ||
+      !export_fn(env, exports, "dupFd", dup_fd) || !export_fn(env, exports, "closeFd", close_fd)) {
+    napi_throw_error(env, NULL, "sail_native: exporting the functions failed");
+    return NULL;
+  }
+  return exports;
+}
