@@ -3,7 +3,15 @@ import * as fs from 'node:fs';
 import * as net from 'node:net';
 import * as path from 'node:path';
 import { makeTmpDir } from '../../test/helpers/tmp-dir';
-import { getOriginalDst, isNativeAddonAvailable, nativeAddonPath, socketFd } from './index';
+import {
+  closeFd,
+  dupFd,
+  getOriginalDst,
+  isNativeAddonAvailable,
+  nativeAddonPath,
+  socketFd,
+  transparentListen,
+} from './index';
 
 /** Why the tests that need the addon cannot run here, or undefined when they can. */
 function addonSkipReason(): string | undefined {
@@ -78,6 +86,70 @@ async function withConnection<T>(fn: (accepted: net.Socket) => T): Promise<T> {
       fs.closeSync(fd);
       cleanup();
     }
+  });
+});
+
+const ROOT_REASON =
+  ADDON_REASON ?? (process.getuid?.() !== 0 ? 'needs root (CAP_NET_ADMIN)' : undefined);
+
+(ROOT_REASON ? describe.skip : describe)('transparentListen, dupFd, closeFd', () => {
+  it('opens a listening socket that Node serves through a duplicate, on IPv6 (dual-stack) and IPv4', async () => {
+    for (const host of ['::', '127.0.0.1']) {
+      const fd = transparentListen(host, 0);
+      const server = net.createServer(s => s.end(`${s.localAddress} ${s.localPort}`));
+      try {
+        await new Promise<void>(resolve => server.listen({ fd: dupFd(fd) }, resolve));
+        const { port } = server.address() as net.AddressInfo;
+        expect(port).toBeGreaterThan(0);
+        const reply = await new Promise<string>((resolve, reject) => {
+          let data = '';
+          net
+            .connect(port, '127.0.0.1')
+            .on('data', (d: Buffer) => (data += d.toString()))
+            .on('end', () => resolve(data))
+            .on('error', reject);
+        });
+        expect(reply).toMatch(new RegExp(`127\\.0\\.0\\.1 ${port}$`));
+      } finally {
+        await new Promise(resolve => server.close(resolve));
+        // The server closed its duplicate; the original is still ours to close.
+        closeFd(fd);
+      }
+      expect(() => closeFd(fd)).toThrow(/close failed/);
+    }
+  });
+
+  it('refuses a port in use, and bad arguments, with errors that say so', async () => {
+    const first = transparentListen('127.0.0.1', 0);
+    const server = net.createServer();
+    await new Promise<void>(resolve => server.listen({ fd: dupFd(first) }, resolve));
+    const { port } = server.address() as net.AddressInfo;
+    try {
+      expect(() => transparentListen('127.0.0.1', port)).toThrow(
+        /bind failed: Address already in use/,
+      );
+    } finally {
+      await new Promise(resolve => server.close(resolve));
+      closeFd(first);
+    }
+    expect(() => transparentListen('not-an-ip', 1)).toThrow(
+      /host not-an-ip is not an IPv4 or IPv6 address/,
+    );
+    expect(() => transparentListen('::', 70000)).toThrow(/port must be at most 65535/);
+    expect(() => transparentListen('::', -1)).toThrow(/port must not be negative/);
+    expect(() => dupFd(-1)).toThrow(/fd must not be negative/);
+    expect(() => dupFd(987654)).toThrow(/F_DUPFD_CLOEXEC\) failed: Bad file descriptor/);
+  });
+
+  it('needs CAP_NET_ADMIN: an unprivileged process gets EPERM', () => {
+    if (!hasTool('setpriv')) return console.warn('skipped: setpriv (util-linux) not installed');
+    const script = `const m={exports:{}};process.dlopen(m,${JSON.stringify(nativeAddonPath())});try{m.exports.transparentListen('127.0.0.1',0,1);console.log('opened')}catch(e){console.log(e.code,e.message)}`;
+    const out = execFileSync(
+      'setpriv',
+      ['--reuid=65534', '--regid=65534', '--clear-groups', process.execPath, '-e', script],
+      { encoding: 'utf8' },
+    );
+    expect(out.trim()).toBe('ERRNO_1 setsockopt(IP_TRANSPARENT) failed: Operation not permitted');
   });
 });
 

@@ -182,6 +182,16 @@ logLevel: debug
       want: `${FILE}: traffic.mode: want capture or explicit`,
     },
     {
+      name: 'refuses an inbound fd that is not an inherited one',
+      text: `${MINIMAL}traffic: { inboundFd: 1 }\n`,
+      want: `${FILE}: traffic.inboundFd: want an inherited file descriptor (3 or above)`,
+    },
+    {
+      name: 'refuses an inbound fd that is not a number',
+      text: `${MINIMAL}traffic: { inboundFd: three }\n`,
+      want: `${FILE}: traffic.inboundFd: want a file descriptor number`,
+    },
+    {
       name: 'refuses a pilot address without port',
       text: 'node: { name: vm-1, ip: 10.0.0.5 }\npilotAddress: 10.0.0.10\n',
       want: `${FILE}: pilotAddress: want HOST:PORT with a port from 1 to 65535 (e.g. 10.0.0.10:15010)`,

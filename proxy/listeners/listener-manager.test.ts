@@ -8,7 +8,7 @@ import { waitFor } from '../../test/helpers/wait-for';
 import { startWorkloadTls } from '../../test/helpers/workload-identity';
 import type { FilterChain, Listener, ProxyConfig, SocketAddress } from '../model';
 import { PASSTHROUGH_CLUSTER } from '../model';
-import { isNativeAddonAvailable } from '../../common/native';
+import { closeFd, isNativeAddonAvailable, transparentListen } from '../../common/native';
 import type { TrafficOptions } from '../options';
 import { compileListener } from '../config/compile';
 import { TestConfig } from '../http/testing';
@@ -290,6 +290,16 @@ describe('planBindings', () => {
       ],
     },
     {
+      name: 'capture mode with an inherited TPROXY socket: virtualInbound listens on it',
+      traffic: { mode: 'capture', outboundBindHost: '127.0.0.1', inboundFd: 3 } as TrafficOptions,
+      nodeIp: undefined,
+      want: [
+        ['virtualOutbound', '0.0.0.0', 15001, true, undefined],
+        ['virtualInbound', '0.0.0.0', 15006, true, 3],
+        ['0.0.0.0_8443', '0.0.0.0', 8443, true, undefined],
+      ],
+    },
+    {
       name: 'explicit mode binds service ports and inbound chain ports, no capture listeners',
       traffic: { mode: 'explicit', outboundBindHost: '127.0.0.1' } as TrafficOptions,
       nodeIp: '10.0.0.1',
@@ -322,7 +332,10 @@ describe('planBindings', () => {
     },
   ])('$name', ({ traffic, nodeIp, want }) => {
     expect(
-      planBindings(config, traffic, nodeIp).map(p => [p.name, p.host, p.port, p.capture]),
+      planBindings(config, traffic, nodeIp).map(p => {
+        const row: unknown[] = [p.name, p.host, p.port, p.capture];
+        return want[0]!.length > 4 ? [...row, p.fd] : row;
+      }),
     ).toEqual(want);
   });
 });
@@ -638,6 +651,41 @@ describe('ListenerManager, capture mode', () => {
     },
   );
 });
+
+const IS_ROOT = process.getuid?.() === 0;
+
+(isNativeAddonAvailable() && IS_ROOT ? describe : describe.skip)(
+  'ListenerManager, capture mode with an inherited TPROXY socket (root)',
+  () => {
+    it('listens on a duplicate of it, so a drained virtualInbound binds it again', async () => {
+      const fd = transparentListen('127.0.0.1', 0);
+      closers.push(async () => closeFd(fd));
+      const vi = virtualInbound(permissiveChains(9080));
+      const vo = virtualOutbound(chain('passthrough', {}, tcpHandler(PASSTHROUGH_CLUSTER)));
+      const h = await harness(makeConfig([vi, vo]), {
+        traffic: {
+          mode: 'capture',
+          outboundListen: '127.0.0.1:0',
+          outboundBindHost: '127.0.0.1',
+          inboundFd: fd,
+        },
+      });
+      const port = address(h, 'virtualInbound').port;
+      expect(address(h, 'virtualInbound').address).toBe('127.0.0.1');
+      // A connection to the socket's own port (not TPROXYed from elsewhere) would loop: closed.
+      await closed(await connect(closers, port));
+      expect(h.manager.counters.loops).toBe(1);
+
+      // virtualInbound removed (drained: its duplicate closed), then back: the same socket.
+      await h.push(makeConfig([vo]));
+      expect(h.manager.addresses().has('virtualInbound')).toBe(false);
+      await h.push(makeConfig([vi, vo]));
+      expect(address(h, 'virtualInbound').port).toBe(port);
+      await closed(await connect(closers, port));
+      expect(h.manager.counters.loops).toBe(2);
+    });
+  },
+);
 
 describe('ListenerManager updates', () => {
   it('drains a removed listener, keeps an unchanged one, binds a new one', async () => {

@@ -1,0 +1,45 @@
+import * as net from 'node:net';
+import { isNativeAddonAvailable } from '../../common/native';
+import { TproxySocket } from './tproxy-socket';
+
+const reason = !isNativeAddonAvailable()
+  ? 'native addon not built'
+  : process.getuid?.() !== 0
+    ? 'needs root (CAP_NET_ADMIN)'
+    : undefined;
+if (reason) console.warn(`skipping TproxySocket tests: ${reason}`);
+
+(reason ? describe.skip : describe)('TproxySocket', () => {
+  it('opens a dual-stack transparent socket, and closes it once', async () => {
+    const s = TproxySocket.open(0);
+    try {
+      expect(s.host).toBe('::');
+      expect(s.fd).toBeGreaterThan(2);
+    } finally {
+      s.close();
+      s.close();
+    }
+  });
+
+  it('names the port and the cause when the port is taken', async () => {
+    const taken = net.createServer();
+    await new Promise<void>(resolve => taken.listen(0, '::', resolve));
+    const { port } = taken.address() as net.AddressInfo;
+    try {
+      let err: unknown;
+      try {
+        TproxySocket.open(port).close();
+      } catch (e) {
+        err = e;
+      }
+      expect(err).toMatchObject({
+        code: 'AGENT_CAPTURE_TPROXY_LISTEN_FAILED',
+        message: expect.stringContaining(
+          `capture.mode tproxy: cannot open the transparent inbound socket on port ${port}: bind failed: Address already in use: port ${port} is in use`,
+        ),
+      });
+    } finally {
+      await new Promise(resolve => taken.close(resolve));
+    }
+  });
+});
