@@ -109,6 +109,9 @@ function metric(text: string, name: string): number {
 interface Window {
   cpuMsPerS: number;
   rssMb: number;
+  anonMb: number;
+  fileMb: number;
+  pssMb: number;
   hwmMb: number;
   proxyRssMb: number;
 }
@@ -123,6 +126,9 @@ async function measure(pid: number, seconds: number): Promise<Window> {
   return {
     cpuMsPerS: (((b.cpuTicks - a.cpuTicks) / TICKS) * 1000) / elapsedS,
     rssMb: b.rssMb,
+    anonMb: b.anonMb,
+    fileMb: b.fileMb,
+    pssMb: b.pssMb,
     hwmMb: b.hwmMb,
     proxyRssMb: proxy ? procStatus(proxy).rssMb : 0,
   };
@@ -209,6 +215,10 @@ logLevel: warn
   // 2. At rest.
   const rest = await measure(agent.proc.pid!, REST_S);
   rows.push(['RSS at rest (agent)', `${fmt(rest.rssMb, 1)} MB`]);
+  rows.push([
+    'RSS at rest (agent): anonymous / file-backed; PSS',
+    `${fmt(rest.anonMb, 1)} / ${fmt(rest.fileMb, 1)} MB; ${fmt(rest.pssMb, 1)} MB`,
+  ]);
   rows.push(['CPU at rest (agent)', `${fmt(rest.cpuMsPerS, 2)} ms/s`]);
   rows.push(['RSS at rest (its proxy)', `${fmt(rest.proxyRssMb, 1)} MB`]);
   rows.push(['stop (deregister, proxy drained)', `${fmt(await stop(agent.proc))} ms`]);

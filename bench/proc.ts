@@ -17,19 +17,37 @@ export function pin(core: number, cmd: string, args: string[]): [string, string[
   return haveTaskset ? ['taskset', ['-c', String(core), cmd, ...args]] : [cmd, args];
 }
 
-/** RSS, peak RSS (MB) and CPU ticks (user+system, and system alone) of a process, from /proc. */
+/**
+ * RSS, peak RSS (MB) and CPU ticks (user+system, and system alone) of a process, from /proc; RSS
+ * split into anonymous memory (the process's own heap and stacks) and file-backed pages (mostly
+ * the node binary's code, shared by every node process on the host), and PSS (each shared page
+ * divided among the processes that map it) from smaps_rollup.
+ */
 export function procStatus(pid: number): {
   rssMb: number;
   hwmMb: number;
+  anonMb: number;
+  fileMb: number;
+  pssMb: number;
   cpuTicks: number;
   sysTicks: number;
 } {
   const status = fs.readFileSync(`/proc/${pid}/status`, 'utf8');
   const kb = (k: string) => Number(new RegExp(`${k}:\\s+(\\d+)`).exec(status)?.[1] ?? 0);
   const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]?.split(' ') ?? [];
+  let pssKb = 0;
+  try {
+    const rollup = fs.readFileSync(`/proc/${pid}/smaps_rollup`, 'utf8');
+    pssKb = Number(/^Pss:\s+(\d+)/m.exec(rollup)?.[1] ?? 0);
+  } catch {
+    // Kernels before 4.14 have no smaps_rollup: PSS stays 0.
+  }
   return {
     rssMb: kb('VmRSS') / 1024,
     hwmMb: kb('VmHWM') / 1024,
+    anonMb: kb('RssAnon') / 1024,
+    fileMb: kb('RssFile') / 1024,
+    pssMb: pssKb / 1024,
     cpuTicks: Number(stat[11]) + Number(stat[12]),
     sysTicks: Number(stat[12]),
   };
