@@ -25,7 +25,12 @@
  *   p90, p99, p99.9 and max from the intended send time, what the pair adds to direct, and the
  *   p99 from the actual write ("service"); each proxy's CPU over the window from /proc/PID/stat
  *   (utime+stime of the process tree: nginx master+worker, node and its threads), in cores per
- *   1,000 requests/s; RSS after the window (VmRSS of the tree).
+ *   1,000 requests/s; RSS after the window (VmRSS of the tree), and idle RSS: serving and
+ *   configured, before the warm-up.
+ * - the proxies run with the node agent's NODE_OPTIONS (DEFAULT_PROXY_NODE_OPTIONS);
+ *   BENCH_PROXY_NODE_OPTIONS overrides them ('' for V8's defaults), BENCH_PROXY_NODE_ARGS adds
+ *   node flags on the command line (they win over NODE_OPTIONS; not with BENCH_SAIL_BINARY, the
+ *   single executable to run the proxies from instead of the build).
  * - maximum: wrk closed loop, 1 thread, BENCH_CONNECTIONS connections (16), BENCH_MAX_DURATION s
  *   (10): requests/s, and the proxies' CPU meanwhile.
  *
@@ -53,8 +58,17 @@ import { freePort } from '../test/helpers/sail-process';
 import { haveTaskset, pin, procStatus, TICKS } from './proc';
 import { originConfig, pairAConfig, pairBConfig } from './proxy-nginx';
 import { silentLogger } from '../common/logging';
+import { DEFAULT_PROXY_NODE_OPTIONS } from '../node-agent/supervisor/self-command';
 
 const SAIL = path.join(__dirname, '..', 'cli', 'sail.js');
+/** BENCH_SAIL_BINARY: run the proxies from this single executable (dist/sail) instead of the build. */
+const SAIL_BINARY = process.env.BENCH_SAIL_BINARY;
+/**
+ * NODE_OPTIONS of the Sail proxies: by default the node agent's (DEFAULT_PROXY_NODE_OPTIONS, 2 MB
+ * semi-spaces), so the figures are those of a proxy the agent starts; BENCH_PROXY_NODE_OPTIONS=''
+ * runs them with V8's defaults.
+ */
+const PROXY_NODE_OPTIONS = process.env.BENCH_PROXY_NODE_OPTIONS ?? DEFAULT_PROXY_NODE_OPTIONS;
 /** Extra node flags for the Sail proxies, e.g. `--cpu-prof --cpu-prof-dir=/tmp/prof` to profile. */
 const NODE_ARGS = (process.env.BENCH_PROXY_NODE_ARGS ?? '').split(' ').filter(Boolean);
 const env = (k: string, d: number) => Number(process.env[k] ?? d);
@@ -105,9 +119,10 @@ class Proc {
     cmd: string,
     args: string[],
     core: number | undefined,
+    env: NodeJS.ProcessEnv = process.env,
   ) {
     const [c, a] = core === undefined ? [cmd, args] : pin(core, cmd, args);
-    this.child = spawn(c, a, { stdio: ['ignore', 'pipe', 'pipe'] });
+    this.child = spawn(c, a, { stdio: ['ignore', 'pipe', 'pipe'], env });
     const keep = (b: Buffer) => {
       if (this.output.length < 2000) this.output.push(b.toString());
       if (process.env.BENCH_DEBUG) process.stderr.write(`[${name}] ${b.toString()}`);
@@ -136,18 +151,22 @@ class Proc {
     }, 0);
   }
 
-  /** RSS and peak RSS of the whole tree, MB. */
-  memory(): { rssMb: number; hwmMb: number } {
+  /** RSS, its anonymous part (not the shared node binary's pages) and peak RSS of the tree, MB. */
+  memory(): { rssMb: number; anonMb: number; hwmMb: number } {
     return treePids(this.pid).reduce(
       (s, p) => {
         try {
           const st = procStatus(p);
-          return { rssMb: s.rssMb + st.rssMb, hwmMb: s.hwmMb + st.hwmMb };
+          return {
+            rssMb: s.rssMb + st.rssMb,
+            anonMb: s.anonMb + st.anonMb,
+            hwmMb: s.hwmMb + st.hwmMb,
+          };
         } catch {
           return s;
         }
       },
-      { rssMb: 0, hwmMb: 0 },
+      { rssMb: 0, anonMb: 0, hwmMb: 0 },
     );
   }
 
@@ -395,9 +414,10 @@ async function startSailPair(ctx: Context, name: string, extra: Record<string, u
     procs.push(
       new Proc(
         `sail-${side}`,
-        process.execPath,
-        [...NODE_ARGS, SAIL, 'proxy', '--config', file],
+        SAIL_BINARY ? path.resolve(SAIL_BINARY) : process.execPath,
+        [...(SAIL_BINARY ? [] : [...NODE_ARGS, SAIL]), 'proxy', '--config', file],
         PROXY_CORE,
+        { ...process.env, NODE_OPTIONS: PROXY_NODE_OPTIONS },
       ),
     );
   }
@@ -434,12 +454,20 @@ interface Result {
   setup: string;
   rate: RateResult;
   cpuPer1k: number[];
+  /** RSS of each proxy serving but idle: configured, before the warm-up. */
+  idleRssMb: number[];
+  /** The anonymous part of idleRssMb (RssAnon: without the node binary's shared file pages). */
+  idleAnonMb: number[];
   rssMb: number[];
+  anonMb: number[];
   hwmMb: number[];
   max: { rps: number; errors: number; p99: string; cpu: number[] };
 }
 
 async function measure(generator: string, setup: Setup): Promise<Result> {
+  // Idle: configured and serving (waitServing sent it a few requests), no load yet.
+  await new Promise(r => setTimeout(r, 1000));
+  const idle = setup.proxies.map(p => p.memory());
   debug(`${setup.name}: warm-up`);
   await fixedRate(generator, setup.target, WARMUP_S);
   const c0 = setup.proxies.map(p => p.cpuTicks());
@@ -459,7 +487,10 @@ async function measure(generator: string, setup: Setup): Promise<Result> {
     setup: setup.name,
     rate,
     cpuPer1k: cores.map(c => (c * 1000) / rps),
+    idleRssMb: idle.map(m => m.rssMb),
+    idleAnonMb: idle.map(m => m.anonMb),
     rssMb: mem.map(m => m.rssMb),
+    anonMb: mem.map(m => m.anonMb),
     hwmMb: mem.map(m => m.hwmMb),
     max: {
       ...max,
@@ -499,6 +530,19 @@ function printResults(results: Result[]): void {
       'RSS B': f(r.rssMb[1] ?? NaN, 1),
     })),
   );
+  console.log('\nProxy memory, MB (RSS, and its anonymous part: without the shared node binary)');
+  console.table(
+    results
+      .filter(r => r.idleRssMb.length > 0)
+      .map(r => ({
+        setup: r.setup,
+        'idle RSS A / B': `${f(r.idleRssMb[0] ?? NaN, 1)} / ${f(r.idleRssMb[1] ?? NaN, 1)}`,
+        'idle anon A / B': `${f(r.idleAnonMb[0] ?? NaN, 1)} / ${f(r.idleAnonMb[1] ?? NaN, 1)}`,
+        [`${RATE} rps RSS A / B`]: `${f(r.rssMb[0] ?? NaN, 1)} / ${f(r.rssMb[1] ?? NaN, 1)}`,
+        [`${RATE} rps anon A / B`]: `${f(r.anonMb[0] ?? NaN, 1)} / ${f(r.anonMb[1] ?? NaN, 1)}`,
+        'peak RSS A / B': `${f(r.hwmMb[0] ?? NaN, 1)} / ${f(r.hwmMb[1] ?? NaN, 1)}`,
+      })),
+  );
   console.log(`\nMaximum (wrk, 1 thread, ${MAX_CONNECTIONS} connections, ${MAX_DURATION_S} s)`);
   console.table(
     results.map(r => ({
@@ -524,6 +568,9 @@ async function main(): Promise<void> {
   );
   console.log(
     `Machine: ${os.cpus().length} × ${os.cpus()[0]?.model ?? '?'}, Node ${process.version}, ${nginxVersion}; pinned: ${haveTaskset ? `origin+load on core ${LOAD_CORE}, proxies on core ${PROXY_CORE}` : 'no (taskset missing)'}`,
+  );
+  console.log(
+    `Sail proxies: ${SAIL_BINARY ? path.resolve(SAIL_BINARY) : SAIL}, NODE_OPTIONS=${JSON.stringify(PROXY_NODE_OPTIONS)}${NODE_ARGS.length > 0 && !SAIL_BINARY ? `, node ${NODE_ARGS.join(' ')}` : ''}`,
   );
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'sail-bench-proxy-'));
   fs.chmodSync(dir, 0o755);

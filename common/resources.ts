@@ -26,6 +26,12 @@ export const RESOURCE_LAYOUT = {
   wellKnownProtos: path.join('proto', 'protobufjs'),
   /** etcd's rpc.proto, kv.proto and auth.proto (the etcd3 client loads them when imported). */
   etcdProtos: path.join('proto', 'etcd3'),
+  /**
+   * The proxy's pruned Envoy descriptor (protobufjs JSON of only the types it decodes), written to
+   * build/api/ by scripts/gen-envoy-descriptor.js; the proxy parses the .proto files when it is
+   * missing.
+   */
+  envoyProxyDescriptor: 'envoy-proxy.json',
   /** The proxy's native addon (SO_ORIGINAL_DST), built by scripts/build-native.js. */
   nativeAddon: 'sail_native.node',
 } as const;

@@ -77,7 +77,7 @@ describe('parseNodeAgentConfig', () => {
         adminListen: '127.0.0.1:15000',
         stopGraceMs: 20_000,
         accessLog: false,
-        nodeOptions: '',
+        nodeOptions: '--max-semi-space-size=2',
       },
       proxyless: {
         enabled: true,

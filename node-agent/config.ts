@@ -18,6 +18,7 @@ import {
   isValidTrustDomain,
 } from '../common/pki';
 import type { NodeAgentSettings } from './options';
+import { DEFAULT_PROXY_NODE_OPTIONS } from './supervisor/self-command';
 
 /** Where `sail join` writes the config and where `sail node-agent` reads it. */
 export const DEFAULT_CONFIG_FILE = '/etc/sail/node-agent.yaml';
@@ -361,7 +362,7 @@ export const nodeAgentFileSchema = z.strictObject({
         .prefault(DEFAULT_PROXY_STOP_GRACE),
       logLevel: z.enum(LOG_LEVELS, { message: `want one of ${LOG_LEVELS.join(', ')}` }).optional(),
       accessLog: z.boolean().default(false),
-      nodeOptions: z.string().default(''),
+      nodeOptions: z.string().default(DEFAULT_PROXY_NODE_OPTIONS),
     })
     .prefault({}),
   proxyless: z

@@ -1,12 +1,13 @@
 /**
  * The ADS wire: a generic grpc-js client for
  * `envoy.service.discovery.v3.AggregatedDiscoveryService/StreamAggregatedResources` with
- * protobufjs (de)serializers from the Envoy protos, so no generated code is needed.
+ * protobufjs (de)serializers from the proxy's Envoy API (api/envoy.ts `proxyEnvoyType`: the
+ * build's pruned descriptor), so no generated code is needed.
  */
 import * as net from 'node:net';
 import * as grpc from '@grpc/grpc-js';
 import { parseHostPort } from '../../common/config';
-import { envoyType } from '../../api/envoy';
+import { proxyEnvoyType } from '../../api/envoy';
 import type { WireAny } from './resources';
 
 /** The gRPC service of ADS. */
@@ -25,8 +26,8 @@ export function adsMethodDefinition(
   method: 'StreamAggregatedResources' | 'DeltaAggregatedResources',
 ): grpc.MethodDefinition<object, object> {
   const delta = method === 'DeltaAggregatedResources' ? 'Delta' : '';
-  const req = envoyType(`envoy.service.discovery.v3.${delta}DiscoveryRequest`);
-  const res = envoyType(`envoy.service.discovery.v3.${delta}DiscoveryResponse`);
+  const req = proxyEnvoyType(`envoy.service.discovery.v3.${delta}DiscoveryRequest`);
+  const res = proxyEnvoyType(`envoy.service.discovery.v3.${delta}DiscoveryResponse`);
   return {
     path: `/${ADS_SERVICE}/${method}`,
     requestStream: true,
@@ -72,7 +73,7 @@ let ctor:
   | undefined;
 
 function adsClientConstructor() {
-  const res = envoyType('envoy.service.discovery.v3.DiscoveryResponse');
+  const res = proxyEnvoyType('envoy.service.discovery.v3.DiscoveryResponse');
   return grpc.makeGenericClientConstructor(
     {
       StreamAggregatedResources: {

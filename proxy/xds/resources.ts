@@ -3,7 +3,7 @@
  * is decoded from the wire and compiled into the proxy's model (proxy/model.ts).
  */
 import type * as protobuf from 'protobufjs';
-import { ENVOY_JSON_OPTIONS, envoyType } from '../../api/envoy';
+import { ENVOY_JSON_OPTIONS, proxyEnvoyType } from '../../api/envoy';
 import {
   compileCluster,
   compileListener,
@@ -88,7 +88,7 @@ function typeOf(kind: XdsKind): protobuf.Type {
   let t = types.get(kind);
   if (!t) {
     const url = TYPE_URLS[kind];
-    t = envoyType(url.slice(url.lastIndexOf('/') + 1));
+    t = proxyEnvoyType(url.slice(url.lastIndexOf('/') + 1));
     types.set(kind, t);
   }
   return t;
@@ -110,7 +110,9 @@ export interface DecodedResource {
 export function decodeResource(kind: XdsKind, any: WireAny): DecodedResource {
   let { type_url: typeUrl, value } = any;
   if (typeUrl === RESOURCE_WRAPPER_TYPE) {
-    const wrapper = envoyType('envoy.service.discovery.v3.Resource').decode(value) as unknown as {
+    const wrapper = proxyEnvoyType('envoy.service.discovery.v3.Resource').decode(
+      value,
+    ) as unknown as {
       resource?: WireAny | null;
     };
     if (!wrapper.resource) throw new Error('resource wrapper holds no resource');

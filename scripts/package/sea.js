@@ -1,6 +1,7 @@
 // Builds the single executable: dist/sail (a Node single executable application, Linux x64) and
-// its resource directory dist/lib/sail/ (protos and the native addon), installed as /usr/bin/sail
-// and /usr/lib/sail/. Run by `npm run package:sea` after `npm run build`; all offline:
+// its resource directory dist/lib/sail/ (protos, the proxy's Envoy descriptor and the native
+// addon), installed as /usr/bin/sail and /usr/lib/sail/. Run by `npm run package:sea` after
+// `npm run build`; all offline:
 //   1. esbuild bundles build/cli/sail.js and everything it imports into one CommonJS file;
 //   2. `node --experimental-sea-config` turns it into a blob (with V8's code cache);
 //   3. a copy of this Node binary gets the blob injected with postject.
@@ -59,6 +60,10 @@ function buildResources(dir, layout) {
     path.join(dir, layout.wellKnownProtos, 'google'),
   );
   copyProtos(path.join(nodeModules, 'etcd3', 'proto'), path.join(dir, layout.etcdProtos));
+  // The proxy's pruned Envoy API: without it the proxy would parse the protos (more memory).
+  const descriptor = path.join(buildDir, 'api', layout.envoyProxyDescriptor);
+  need(descriptor, 'run `node scripts/gen-envoy-descriptor.js` (or `npm run build`)');
+  fs.copyFileSync(descriptor, path.join(dir, layout.envoyProxyDescriptor));
   const addon = path.join(buildDir, 'common', 'native', 'sail_native.node');
   if (process.env.SAIL_SKIP_NATIVE === '1') {
     console.log('package:sea: without the native addon (SAIL_SKIP_NATIVE=1): no capture mode');
