@@ -28,6 +28,14 @@ import * as path from 'node:path';
 import { procStatus, TICKS } from './proc';
 
 const SAIL = path.join(__dirname, '..', 'cli', 'sail.js');
+/**
+ * BENCH_SAIL_BINARY: run everything (control plane, agent, and so its proxy) from this single
+ * executable (dist/sail) instead of the build, as a package installs it.
+ */
+const SAIL_BINARY = process.env.BENCH_SAIL_BINARY;
+const SAIL_CMD: [string, string[]] = SAIL_BINARY
+  ? [path.resolve(SAIL_BINARY), []]
+  : [process.execPath, [SAIL]];
 const REST_S = Number(process.env.BENCH_REST_SECONDS ?? 30);
 const ROTATION_S = Number(process.env.BENCH_ROTATION_SECONDS ?? 30);
 const DEBUG = Boolean(process.env.BENCH_DEBUG);
@@ -60,13 +68,13 @@ function get(port: number, p: string): Promise<{ status: number; body: string }>
 }
 
 function run(args: string[]): string {
-  const r = spawnSync(process.execPath, [SAIL, ...args], { encoding: 'utf8' });
+  const r = spawnSync(SAIL_CMD[0], [...SAIL_CMD[1], ...args], { encoding: 'utf8' });
   if (r.status !== 0) throw new Error(`sail ${args.join(' ')} exited ${r.status}: ${r.stderr}`);
   return r.stdout.trim();
 }
 
 function start(args: string[], name: string): ChildProcess {
-  const p = spawn(process.execPath, [SAIL, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const p = spawn(SAIL_CMD[0], [...SAIL_CMD[1], ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
   for (const s of [p.stdout!, p.stderr!])
     s.on('data', (c: Buffer) => {
       if (DEBUG)

@@ -140,6 +140,12 @@ async function bundle(outfile, layout) {
     external: ['_http_common'],
     plugins: [etcdProtosPlugin(resourcesModule, layout)],
     legalComments: 'none',
+    // V8 keeps every script's source for lazy compilation, and each process maps the blob: minus
+    // whitespace and with syntax shortened the bundle is ~40 % smaller, and a packaged proxy uses
+    // ~7 MB less RSS (BENCHMARKS.md, proxy "Memory"). Identifiers are kept: error classes report
+    // their names and stack traces stay readable.
+    minifyWhitespace: true,
+    minifySyntax: true,
     logLevel: 'silent',
   });
   return result.warnings;
