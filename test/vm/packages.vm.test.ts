@@ -7,7 +7,8 @@
  *   cp   10.A.B.2   sail-control-plane.deb; `systemctl enable --now sail-control-plane`;
  *                   `sail token create`, `sail apply` (ServiceEntry `web`, STRICT mTLS)
  *   vm1  10.A.B.11  sail-node-agent.deb, `sail join`, `systemctl enable --now sail-node-agent`;
- *                   app `web` (busybox httpd :9080, a CGI that echoes the caller's identity)
+ *                   app `web` (busybox httpd :9080, a CGI that echoes the caller's identity);
+ *                   `capture: { mode: tproxy }` added to the joined config
  *   vm2  10.A.B.12  sail-node-agent.deb, joined the same way; the client: curl http://web:9080/
  *
  * The LAN resolver of the lab answers on 10.A.B.2:53 (each VM's resolv.conf); the VMs have no
@@ -117,8 +118,16 @@ const spiffeId = (sa: string) => `spiffe://${TRUST_DOMAIN}/ns/${NAMESPACE}/sa/${
 
 /** What each VM is: its workload (service account, labels, ports) and whether it serves `web`. */
 const NODES = {
-  vm1: { sa: 'web', labels: 'app=web,version=v1', ports: [`http:${APP_PORT}`], serves: true },
-  vm2: { sa: 'client', labels: 'app=client', ports: [] as string[], serves: false },
+  // vm1 takes its inbound traffic with TPROXY (the agent's transparent socket, under systemd's
+  // hardening), vm2 with the default REDIRECT.
+  vm1: {
+    sa: 'web',
+    labels: 'app=web,version=v1',
+    ports: [`http:${APP_PORT}`],
+    serves: true,
+    capture: 'tproxy',
+  },
+  vm2: { sa: 'client', labels: 'app=client', ports: [] as string[], serves: false, capture: '' },
 } as const;
 type Vm = keyof typeof NODES;
 const VMS = Object.keys(NODES) as Vm[];
@@ -460,6 +469,14 @@ run('Debian packages in booted VMs (systemd-nspawn)', () => {
             node.labels,
             ...node.ports.flatMap(p => ['--port', p]),
           ]);
+          // What an operator does to choose TPROXY: one key in the joined config.
+          if (node.capture) {
+            const config = await vm.readFile('/etc/sail/node-agent.yaml');
+            vm.writeFile(
+              '/etc/sail/node-agent.yaml',
+              `${config}capture:\n  mode: ${node.capture}\n`,
+            );
+          }
           // Type=notify: `systemctl start` returns once the agent is ready (identity, proxy, capture).
           await timed(`start node agent ${name} (until ready)`, () =>
             vm.run(['systemctl', 'enable', '--now', 'sail-node-agent'], { timeoutMs: 90_000 }),
@@ -486,6 +503,10 @@ run('Debian packages in booted VMs (systemd-nspawn)', () => {
         // The proxy runs as the unprivileged sail-proxy user, supervised by the agent.
         expect(await vm.run(['ps', '-o', 'user=,args=', '-u', 'sail-proxy'])).toMatch(
           /^sail-pr\S*\s+\/usr\/bin\/sail proxy/m,
+        );
+        const mode = NODES[name].capture || 'redirect';
+        expect(await vm.run(['sail', 'status'])).toMatch(
+          new RegExp(`^Capture:\\s+${mode} via iptables-\\S+, installed`, 'm'),
         );
       }
     },
