@@ -25,11 +25,12 @@
 
 #ifdef __linux__
 #include <arpa/inet.h>
-#include <fcntl.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
-#include <unistd.h>
 #endif
+// POSIX: dupFd and closeFd.
+#include <fcntl.h>
+#include <unistd.h>
 
 #ifndef IP_TRANSPARENT
 #define IP_TRANSPARENT 19
@@ -64,94 +65,6 @@ static napi_value throw_errno(napi_env env, const char *what, int err) {
   return NULL;
 }
 
-#ifdef __linux__
-static napi_value make_result(napi_env env, const char *address, int port, int family) {
-  napi_value obj, v;
-  CHECK(env, napi_create_object(env, &obj));
-  CHECK(env, napi_create_string_utf8(env, address, NAPI_AUTO_LENGTH, &v));
-  CHECK(env, napi_set_named_property(env, obj, "address", v));
-  CHECK(env, napi_create_int32(env, port, &v));
-  CHECK(env, napi_set_named_property(env, obj, "port", v));
-  CHECK(env, napi_create_int32(env, family, &v));
-  CHECK(env, napi_set_named_property(env, obj, "family", v));
-  return obj;
-}
-
-static int not_redirected(int err) { return err == ENOENT || err == ENOPROTOOPT; }
-
-static napi_value original_dst_v4(napi_env env, int fd) {
-  struct sockaddr_in sin;
-  socklen_t len = sizeof sin;
-  memset(&sin, 0, sizeof sin);
-  if (getsockopt(fd, SOL_IP, SO_ORIGINAL_DST, &sin, &len) != 0) {
-    int err = errno;
-    if (not_redirected(err)) return NULL;
-    return throw_errno(env, "getsockopt(SO_ORIGINAL_DST)", err);
-  }
-  char text[INET_ADDRSTRLEN];
-  if (inet_ntop(AF_INET, &sin.sin_addr, text, sizeof text) == NULL) {
-    return throw_errno(env, "inet_ntop", errno);
-  }
-  return make_result(env, text, ntohs(sin.sin_port), 4);
-}
-
-static napi_value original_dst_v6(napi_env env, int fd) {
-  struct sockaddr_in6 sin6;
-  socklen_t len = sizeof sin6;
-  memset(&sin6, 0, sizeof sin6);
-  if (getsockopt(fd, SOL_IPV6, IP6T_SO_ORIGINAL_DST, &sin6, &len) != 0) {
-    int err = errno;
-    if (not_redirected(err)) return NULL;
-    return throw_errno(env, "getsockopt(IP6T_SO_ORIGINAL_DST)", err);
-  }
-  char text[INET6_ADDRSTRLEN];
-  if (inet_ntop(AF_INET6, &sin6.sin6_addr, text, sizeof text) == NULL) {
-    return throw_errno(env, "inet_ntop", errno);
-  }
-  return make_result(env, text, ntohs(sin6.sin6_port), 6);
-}
-#endif
-
-static napi_value get_original_dst(napi_env env, napi_callback_info info) {
-  size_t argc = 1;
-  napi_value argv[1];
-  CHECK(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  napi_valuetype type = napi_undefined;
-  if (argc >= 1) CHECK(env, napi_typeof(env, argv[0], &type));
-  if (type != napi_number) {
-    napi_throw_type_error(env, NULL, "getOriginalDst: fd must be a number");
-    return NULL;
-  }
-  int32_t fd;
-  CHECK(env, napi_get_value_int32(env, argv[0], &fd));
-  if (fd < 0) {
-    napi_throw_range_error(env, NULL, "getOriginalDst: fd must not be negative");
-    return NULL;
-  }
-  napi_value result = NULL;
-#ifdef __linux__
-  // The socket's own family decides the option. An IPv6 socket carrying an IPv4 connection
-  // (a v4-mapped local address on a dual-stack listener) was redirected by iptables, not
-  // ip6tables, so its entry is an IPv4 one.
-  struct sockaddr_storage local;
-  socklen_t len = sizeof local;
-  if (getsockname(fd, (struct sockaddr *)&local, &len) != 0) {
-    return throw_errno(env, "getsockname", errno);
-  }
-  if (local.ss_family == AF_INET6 &&
-      !IN6_IS_ADDR_V4MAPPED(&((struct sockaddr_in6 *)&local)->sin6_addr)) {
-    result = original_dst_v6(env, fd);
-  } else if (local.ss_family == AF_INET || local.ss_family == AF_INET6) {
-    result = original_dst_v4(env, fd);
-  }
-  bool pending = false;
-  CHECK(env, napi_is_exception_pending(env, &pending));
-  if (pending) return NULL;
-#endif
-  if (result == NULL) CHECK(env, napi_get_undefined(env, &result));
-  return result;
-}
-
 // Reads argument `i` as a non-negative int32, or throws a TypeError/RangeError naming `what`.
 static bool int_arg(napi_env env, napi_value *argv, size_t argc, size_t i, const char *what,
                     int32_t *out) {
@@ -170,6 +83,91 @@ static bool int_arg(napi_env env, napi_value *argv, size_t argc, size_t i, const
     return false;
   }
   return true;
+}
+
+// The one fd argument of getOriginalDst, dupFd and closeFd, or false with a TypeError / RangeError thrown.
+static bool fd_arg(napi_env env, napi_callback_info info, const char *what, int32_t *fd) {
+  size_t argc = 1;
+  napi_value argv[1];
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok) {
+    napi_throw_error(env, NULL, "sail_native: napi_get_cb_info failed");
+    return false;
+  }
+  return int_arg(env, argv, argc, 0, what, fd);
+}
+
+// A number result, or NULL with an exception pending.
+static napi_value int32_result(napi_env env, int32_t value) {
+  napi_value result;
+  CHECK(env, napi_create_int32(env, value, &result));
+  return result;
+}
+
+#ifdef __linux__
+static napi_value make_result(napi_env env, const char *address, int port, int family) {
+  napi_value obj, v;
+  CHECK(env, napi_create_object(env, &obj));
+  CHECK(env, napi_create_string_utf8(env, address, NAPI_AUTO_LENGTH, &v));
+  CHECK(env, napi_set_named_property(env, obj, "address", v));
+  CHECK(env, napi_create_int32(env, port, &v));
+  CHECK(env, napi_set_named_property(env, obj, "port", v));
+  CHECK(env, napi_create_int32(env, family, &v));
+  CHECK(env, napi_set_named_property(env, obj, "family", v));
+  return obj;
+}
+
+static int not_redirected(int err) { return err == ENOENT || err == ENOPROTOOPT; }
+
+// SO_ORIGINAL_DST (AF_INET) or IP6T_SO_ORIGINAL_DST (AF_INET6) of `fd`; NULL when not redirected
+// or with an exception pending.
+static napi_value original_dst(napi_env env, int fd, int family) {
+  bool v4 = family == AF_INET;
+  struct sockaddr_storage ss;
+  socklen_t len = sizeof ss;
+  memset(&ss, 0, sizeof ss);
+  if (getsockopt(fd, v4 ? SOL_IP : SOL_IPV6, v4 ? SO_ORIGINAL_DST : IP6T_SO_ORIGINAL_DST, &ss,
+                 &len) != 0) {
+    int err = errno;
+    if (not_redirected(err)) return NULL;
+    return throw_errno(env, v4 ? "getsockopt(SO_ORIGINAL_DST)" : "getsockopt(IP6T_SO_ORIGINAL_DST)",
+                       err);
+  }
+  struct sockaddr_in *sin = (struct sockaddr_in *)&ss;
+  struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)&ss;
+  char text[INET6_ADDRSTRLEN];
+  if (inet_ntop(family, v4 ? (const void *)&sin->sin_addr : (const void *)&sin6->sin6_addr, text,
+                sizeof text) == NULL) {
+    return throw_errno(env, "inet_ntop", errno);
+  }
+  return make_result(env, text, ntohs(v4 ? sin->sin_port : sin6->sin6_port), v4 ? 4 : 6);
+}
+#endif
+
+static napi_value get_original_dst(napi_env env, napi_callback_info info) {
+  int32_t fd;
+  if (!fd_arg(env, info, "getOriginalDst: fd", &fd)) return NULL;
+  napi_value result = NULL;
+#ifdef __linux__
+  // The socket's own family decides the option. An IPv6 socket carrying an IPv4 connection
+  // (a v4-mapped local address on a dual-stack listener) was redirected by iptables, not
+  // ip6tables, so its entry is an IPv4 one.
+  struct sockaddr_storage local;
+  socklen_t len = sizeof local;
+  if (getsockname(fd, (struct sockaddr *)&local, &len) != 0) {
+    return throw_errno(env, "getsockname", errno);
+  }
+  if (local.ss_family == AF_INET6 &&
+      !IN6_IS_ADDR_V4MAPPED(&((struct sockaddr_in6 *)&local)->sin6_addr)) {
+    result = original_dst(env, fd, AF_INET6);
+  } else if (local.ss_family == AF_INET || local.ss_family == AF_INET6) {
+    result = original_dst(env, fd, AF_INET);
+  }
+  bool pending = false;
+  CHECK(env, napi_is_exception_pending(env, &pending));
+  if (pending) return NULL;
+#endif
+  if (result == NULL) CHECK(env, napi_get_undefined(env, &result));
+  return result;
 }
 
 static napi_value transparent_listen(napi_env env, napi_callback_info info) {
@@ -238,9 +236,7 @@ static napi_value transparent_listen(napi_env env, napi_callback_info info) {
     close(fd);
     return throw_errno(env, step, err);
   }
-  napi_value result;
-  CHECK(env, napi_create_int32(env, fd, &result));
-  return result;
+  return int32_result(env, fd);
 #else
   napi_throw_error(env, NULL, "transparentListen: IP_TRANSPARENT is Linux only");
   return NULL;
@@ -248,32 +244,17 @@ static napi_value transparent_listen(napi_env env, napi_callback_info info) {
 }
 
 static napi_value dup_fd(napi_env env, napi_callback_info info) {
-  size_t argc = 1;
-  napi_value argv[1];
-  CHECK(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
   int32_t fd;
-  if (!int_arg(env, argv, argc, 0, "dupFd: fd", &fd)) return NULL;
-#ifdef __linux__
+  if (!fd_arg(env, info, "dupFd: fd", &fd)) return NULL;
   int copy = fcntl(fd, F_DUPFD_CLOEXEC, 3);
   if (copy < 0) return throw_errno(env, "fcntl(F_DUPFD_CLOEXEC)", errno);
-  napi_value result;
-  CHECK(env, napi_create_int32(env, copy, &result));
-  return result;
-#else
-  napi_throw_error(env, NULL, "dupFd: Linux only");
-  return NULL;
-#endif
+  return int32_result(env, copy);
 }
 
 static napi_value close_fd(napi_env env, napi_callback_info info) {
-  size_t argc = 1;
-  napi_value argv[1];
-  CHECK(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
   int32_t fd;
-  if (!int_arg(env, argv, argc, 0, "closeFd: fd", &fd)) return NULL;
-#ifdef __linux__
+  if (!fd_arg(env, info, "closeFd: fd", &fd)) return NULL;
   if (close(fd) != 0 && errno != EINTR) return throw_errno(env, "close", errno);
-#endif
   napi_value result;
   CHECK(env, napi_get_undefined(env, &result));
   return result;
