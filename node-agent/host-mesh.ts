@@ -268,13 +268,6 @@ export class HostMesh implements Lifecycle {
     }
 
     if (s.proxy.enabled) {
-      if (capturing && s.capture.mode === 'tproxy') {
-        this.tproxySocket = TproxySocket.open(DEFAULT_INBOUND_PORT);
-        this.log.info(
-          { host: this.tproxySocket.host, port: this.tproxySocket.port },
-          'Opened the transparent inbound socket for TPROXY',
-        );
-      }
       this.supervisor = new ProxySupervisor({
         logger: this.log,
         clock: this.opts.clock,
@@ -284,7 +277,11 @@ export class HostMesh implements Lifecycle {
         // Its own directory: the supervisor gives it to the proxy's user.
         config: this.proxyConfig(path.join(stateDir, 'proxy')),
         ...(this.opts.proxyUser ? { user: this.opts.proxyUser } : {}),
-        ...(this.tproxySocket ? { inheritFds: [this.tproxySocket.fd] } : {}),
+        // Opened at the first spawn: after a proxy a crashed agent left running (holding the
+        // port) was stopped.
+        ...(capturing && s.capture.mode === 'tproxy'
+          ? { inheritFds: () => [this.openTproxySocket().fd] }
+          : {}),
         ...(s.proxy.nodeOptions ? { env: { NODE_OPTIONS: s.proxy.nodeOptions } } : {}),
         adminAddress: s.proxy.adminListen,
         stopGraceMs: s.proxy.stopGraceMs,
@@ -332,6 +329,18 @@ export class HostMesh implements Lifecycle {
     );
   }
 
+  /** The transparent inbound socket, opened on first use. @throws CaptureError */
+  private openTproxySocket(): TproxySocket {
+    if (!this.tproxySocket) {
+      this.tproxySocket = TproxySocket.open(DEFAULT_INBOUND_PORT);
+      this.log.info(
+        { host: this.tproxySocket.host, port: this.tproxySocket.port },
+        'Opened the transparent inbound socket for TPROXY',
+      );
+    }
+    return this.tproxySocket;
+  }
+
   /** The proxy's config file (the keys of `sail proxy --config`). */
   private proxyConfig(stateDir: string): Record<string, unknown> {
     const s = this.opts.settings;
@@ -347,7 +356,7 @@ export class HostMesh implements Lifecycle {
       // Without capture, applications dial the proxy's per-service listeners on 127.0.0.1.
       traffic: {
         mode: s.capture.mode === 'none' ? 'explicit' : 'capture',
-        ...(this.tproxySocket ? { inboundFd: TPROXY_CHILD_FD } : {}),
+        ...(s.capture.mode === 'tproxy' ? { inboundFd: TPROXY_CHILD_FD } : {}),
       },
       adminListen: s.proxy.adminListen,
       accessLog: s.proxy.accessLog,

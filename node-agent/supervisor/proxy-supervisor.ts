@@ -76,9 +76,11 @@ export interface ProxySupervisorOptions {
   readonly user?: { readonly uid: number; readonly gid: number };
   /**
    * Open file descriptors of the agent the child inherits as 3, 4, … (the TPROXY listening
-   * socket). The agent keeps them open across restarts of the proxy and closes them itself.
+   * socket), asked for before each spawn: the first time after a proxy a crashed agent left
+   * running was stopped, so its port is free. The agent keeps them open across restarts of the
+   * proxy and closes them itself. An error it throws fails start() (or that restart) as it is.
    */
-  readonly inheritFds?: readonly number[];
+  readonly inheritFds?: () => readonly number[];
   /** Extra environment of the child, over the agent's own (minus NOTIFY_SOCKET and the like). */
   readonly env?: Readonly<Record<string, string>>;
   /** The proxy admin address to poll /ready on, e.g. 127.0.0.1:15000. */
@@ -442,6 +444,7 @@ export class ProxySupervisor implements Lifecycle {
     if (this.closing) return undefined;
     const [file, ...args] = this.opts.command as [string, ...string[]];
     const user = this.opts.user;
+    const fds = this.opts.inheritFds?.() ?? [];
     let proc: ChildProcess;
     try {
       proc = spawn(file, [...args, 'proxy', '--config', this.configFile], {
@@ -451,7 +454,7 @@ export class ProxySupervisor implements Lifecycle {
           'ignore',
           this.opts.stdio === 'pipe' ? 'pipe' : 'inherit',
           this.opts.stdio === 'pipe' ? 'pipe' : 'inherit',
-          ...(this.opts.inheritFds ?? []),
+          ...fds,
         ],
         // Its own process group: a Ctrl-C in the agent's terminal reaches only the agent, which
         // then drains the proxy in order instead of both stopping at once.

@@ -700,6 +700,34 @@ run('node agent e2e: three VMs in network namespaces', () => {
       }
     });
 
+    it('kill -9 of the TPROXY host agent: its proxy keeps serving, and a new agent takes over', async () => {
+      const l = L();
+      const [proxy] = await sailPids(l, 'vm2', 'proxy');
+      expect(proxy).toBeDefined();
+      const agent = agents.vm2 as LabProcess;
+      agent.kill('SIGKILL');
+      await agent.exited;
+      agents.vm2 = undefined;
+      const c = client as MeshClient;
+      // The orphaned proxy still holds the transparent socket and serves; the rules stay.
+      await c.reset();
+      await c.waitUntil(
+        x => (x.http?.byNode.vm2 ?? 0) >= 3 && x.http?.consecutiveErrors === 0,
+        'vm2 serving with its agent gone',
+      );
+      // A new agent stops the leftover proxy (its pid file), so the port is free for a new
+      // transparent socket, and comes up ready.
+      await startAgent('vm2');
+      const [next] = await sailPids(l, 'vm2', 'proxy');
+      expect(next).toBeDefined();
+      expect(next).not.toBe(proxy);
+      await c.reset();
+      await c.waitUntil(
+        x => (x.http?.byNode.vm2 ?? 0) >= 3 && x.http?.consecutiveErrors === 0,
+        'vm2 serving after the new agent took over',
+      );
+    });
+
     it('the control plane killed: traffic continues, and an agent restart comes up and serves', async () => {
       const l = L();
       controlPlane?.kill('SIGKILL');
