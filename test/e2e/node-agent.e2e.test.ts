@@ -20,7 +20,8 @@
  * and other names still reach the LAN resolver; the client reaches reviews by name over HTTP,
  * gRPC and TCP through both proxies with mutual TLS, and a plaintext client is refused under
  * STRICT; `sail apply` route changes take effect; an unhealthy application leaves rotation and
- * returns; a proxy killed with SIGKILL is restarted (on a REDIRECT and on a TPROXY host); with the control plane killed traffic
+ * returns; a proxy killed with SIGKILL is restarted (on a REDIRECT and on a TPROXY host); an agent
+ * killed with SIGKILL leaves its proxy serving and a new agent takes over; with the control plane killed traffic
  * continues and a restarted agent comes up and serves; a stopped agent leaves no Sail rules;
  * SSH stays reachable throughout.
  */
