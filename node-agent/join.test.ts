@@ -106,7 +106,14 @@ describe('join', () => {
         labels: { app: 'reviews', version: 'v1' },
         ports: [{ name: 'http', port: 9080 }],
       },
+      capture: { mode: 'redirect' },
     });
+  });
+
+  it('writes the capture mode it is given (--capture-mode tproxy)', async () => {
+    await join({ ...base(), captureMode: 'tproxy' });
+    expect(fs.readFileSync(configFile, 'utf8')).toContain('capture:\n  mode: "tproxy"\n');
+    expect(loadNodeAgentConfig(configFile).settings.capture.mode).toBe('tproxy');
   });
 
   it('refuses to overwrite an existing config without --force', async () => {

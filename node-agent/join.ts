@@ -69,6 +69,8 @@ export interface JoinOptions {
   readonly trustDomain?: string;
   /** `--ca-address`: HOST:PORT of the CA when it is not CONTROL_PLANE:15012. */
   readonly caAddress?: string;
+  /** `--capture-mode`: how the agent captures traffic (default redirect). */
+  readonly captureMode?: 'redirect' | 'tproxy' | 'none';
   /** `--force`: overwrite an existing config. */
   readonly force?: boolean;
   /** Deadline of each CA call. */
@@ -186,6 +188,7 @@ export function renderJoinConfig(v: {
   serviceAccount: string;
   labels: Readonly<Record<string, string>>;
   ports: readonly WorkloadPort[];
+  captureMode?: 'redirect' | 'tproxy' | 'none';
   now: Date;
 }): string {
   const fp = v.rootFingerprints.map(f => f.match(/../g)?.join(':') ?? f);
@@ -218,6 +221,11 @@ export function renderJoinConfig(v: {
     ...(v.ports.length > 0
       ? ['  ports:', ...v.ports.map(p => `    - { name: ${q(p.name)}, port: ${p.port} }`)]
       : ['  ports: []']),
+    '',
+    '# Traffic capture: redirect (nat REDIRECT), tproxy (inbound by TPROXY, no NAT) or none (no',
+    '# iptables; applications dial the proxy on 127.0.0.1:PORT). docs/capture.md.',
+    'capture:',
+    `  mode: ${q(v.captureMode ?? 'redirect')}`,
     '',
     '# Workload certificate: renewed at half its lifetime; key.pem is 0600.',
     'certs:',
@@ -421,6 +429,7 @@ export async function join(opts: JoinOptions): Promise<JoinResult> {
     serviceAccount,
     labels: opts.labels ?? {},
     ports: opts.ports ?? [],
+    ...(opts.captureMode !== undefined ? { captureMode: opts.captureMode } : {}),
     now: opts.now ?? new Date(),
   });
   // What we write must load: the same code path as `sail node-agent --validate`.

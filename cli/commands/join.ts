@@ -15,6 +15,7 @@ interface JoinArgs {
   config: string;
   'trust-domain'?: string;
   'ca-address'?: string;
+  'capture-mode': 'redirect' | 'tproxy' | 'none';
   force: boolean;
 }
 
@@ -85,6 +86,12 @@ export const joinCommand: CommandModule<object, JoinArgs> = {
         type: 'string',
         describe: 'CA HOST:PORT when it is not CONTROL_PLANE:15012',
       })
+      .option('capture-mode', {
+        choices: ['redirect', 'tproxy', 'none'] as const,
+        default: 'redirect' as const,
+        describe:
+          'Inbound capture: nat REDIRECT, TPROXY (no NAT; the agent holds the transparent socket), or none (applications dial 127.0.0.1:PORT)',
+      })
       .option('force', {
         type: 'boolean',
         default: false,
@@ -116,6 +123,7 @@ export const joinCommand: CommandModule<object, JoinArgs> = {
       configFile: args.config,
       ...(args['trust-domain'] !== undefined ? { trustDomain: args['trust-domain'] } : {}),
       ...(args['ca-address'] !== undefined ? { caAddress: args['ca-address'] } : {}),
+      captureMode: args['capture-mode'],
       force: args.force,
     });
     process.stdout.write(

@@ -8,7 +8,7 @@
  *                   `sail token create`, `sail apply` (ServiceEntry `web`, STRICT mTLS)
  *   vm1  10.A.B.11  sail-node-agent.deb, `sail join`, `systemctl enable --now sail-node-agent`;
  *                   app `web` (busybox httpd :9080, a CGI that echoes the caller's identity);
- *                   `capture: { mode: tproxy }` added to the joined config
+ *                   joined with `--capture-mode tproxy`
  *   vm2  10.A.B.12  sail-node-agent.deb, joined the same way; the client: curl http://web:9080/
  *
  * The LAN resolver of the lab answers on 10.A.B.2:53 (each VM's resolv.conf); the VMs have no
@@ -468,15 +468,8 @@ run('Debian packages in booted VMs (systemd-nspawn)', () => {
             '--labels',
             node.labels,
             ...node.ports.flatMap(p => ['--port', p]),
+            ...(node.capture ? ['--capture-mode', node.capture] : []),
           ]);
-          // What an operator does to choose TPROXY: one key in the joined config.
-          if (node.capture) {
-            const config = await vm.readFile('/etc/sail/node-agent.yaml');
-            vm.writeFile(
-              '/etc/sail/node-agent.yaml',
-              `${config}capture:\n  mode: ${node.capture}\n`,
-            );
-          }
           // Type=notify: `systemctl start` returns once the agent is ready (identity, proxy, capture).
           await timed(`start node agent ${name} (until ready)`, () =>
             vm.run(['systemctl', 'enable', '--now', 'sail-node-agent'], { timeoutMs: 90_000 }),
