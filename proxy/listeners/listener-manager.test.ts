@@ -654,6 +654,22 @@ describe('ListenerManager, capture mode', () => {
 
 const IS_ROOT = process.getuid?.() === 0;
 
+(isNativeAddonAvailable() ? it : it.skip)(
+  'names traffic.inboundFd when the inherited socket is not there (proxy run by hand)',
+  async () => {
+    const vi = virtualInbound(permissiveChains(9080));
+    const h = await harness(makeConfig([vi]), {
+      traffic: { mode: 'capture', outboundBindHost: '127.0.0.1', inboundFd: 987654 },
+    });
+    expect(h.manager.addresses().size).toBe(0);
+    expect(h.manager.counters.bindFailures).toBe(1);
+    const warn = h.logs.find('Failed to bind listener; retrying at the next update', 'warn');
+    expect(JSON.stringify(warn[0])).toContain(
+      'traffic.inboundFd 987654 is not an open file descriptor',
+    );
+  },
+);
+
 (isNativeAddonAvailable() && IS_ROOT ? describe : describe.skip)(
   'ListenerManager, capture mode with an inherited TPROXY socket (root)',
   () => {

@@ -431,7 +431,9 @@ export class ListenerManager {
         // An inherited socket is listened on through a duplicate: closing this binding (a drain)
         // must leave the original for the next one.
         const where =
-          plan.fd !== undefined ? { fd: dupFd(plan.fd) } : { host: plan.host, port: plan.port };
+          plan.fd !== undefined
+            ? { fd: duplicateInherited(plan.fd) }
+            : { host: plan.host, port: plan.port };
         b.server.listen(where, () => {
           b.server.off('error', reject);
           resolve();
@@ -693,6 +695,18 @@ export class ListenerManager {
     const handler = chain.handler;
     if (handler.kind === 'http') this.opts.http.handle(socket, handler, ctx);
     else this.tcp.handle(socket, handler, ctx);
+  }
+}
+
+/** A duplicate of the inherited listening socket `fd`. @throws Error naming traffic.inboundFd */
+function duplicateInherited(fd: number): number {
+  try {
+    return dupFd(fd);
+  } catch (err) {
+    throw new Error(
+      `traffic.inboundFd ${fd} is not an open file descriptor (the node agent passes its TPROXY socket as 3; run by hand, leave traffic.inboundFd out)`,
+      { cause: err },
+    );
   }
 }
 
