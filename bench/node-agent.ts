@@ -25,17 +25,10 @@ import * as http from 'node:http';
 import * as net from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { procStatus, TICKS } from './proc';
+import { procStatus, sailCommand, TICKS } from './proc';
 
-const SAIL = path.join(__dirname, '..', 'cli', 'sail.js');
-/**
- * BENCH_SAIL_BINARY: run everything (control plane, agent, and so its proxy) from this single
- * executable (dist/sail) instead of the build, as a package installs it.
- */
-const SAIL_BINARY = process.env.BENCH_SAIL_BINARY;
-const SAIL_CMD: [string, string[]] = SAIL_BINARY
-  ? [path.resolve(SAIL_BINARY), []]
-  : [process.execPath, [SAIL]];
+/** Everything (control plane, agent, and so its proxy) from the build or BENCH_SAIL_BINARY. */
+const SAIL_CMD = sailCommand();
 const REST_S = Number(process.env.BENCH_REST_SECONDS ?? 30);
 const ROTATION_S = Number(process.env.BENCH_ROTATION_SECONDS ?? 30);
 const DEBUG = Boolean(process.env.BENCH_DEBUG);

@@ -2,6 +2,22 @@
 import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
+import * as path from 'node:path';
+
+/** build/cli/sail.js, which the benches run unless BENCH_SAIL_BINARY names a single executable. */
+export const SAIL_JS = path.join(__dirname, '..', 'cli', 'sail.js');
+/** BENCH_SAIL_BINARY: run `sail` from this single executable (dist/sail) instead of the build. */
+export const SAIL_BINARY = process.env.BENCH_SAIL_BINARY
+  ? path.resolve(process.env.BENCH_SAIL_BINARY)
+  : undefined;
+
+/**
+ * How to run `sail ARGS`: the file and the arguments before ARGS. From the build, `nodeArgs` go to
+ * node before the script; the single executable takes no node flags on its command line.
+ */
+export function sailCommand(nodeArgs: readonly string[] = []): [string, string[]] {
+  return SAIL_BINARY ? [SAIL_BINARY, []] : [process.execPath, [...nodeArgs, SAIL_JS]];
+}
 
 /** True when `taskset` works and there are two cores to split between server and load. */
 export const haveTaskset =

@@ -55,14 +55,11 @@ import {
   writeIdentity,
 } from '../test/helpers/proxy-pair';
 import { freePort } from '../test/helpers/sail-process';
-import { haveTaskset, pin, procStatus, TICKS } from './proc';
+import { haveTaskset, pin, procStatus, SAIL_BINARY, SAIL_JS, sailCommand, TICKS } from './proc';
 import { originConfig, pairAConfig, pairBConfig } from './proxy-nginx';
 import { silentLogger } from '../common/logging';
 import { DEFAULT_PROXY_NODE_OPTIONS } from '../node-agent/supervisor/self-command';
 
-const SAIL = path.join(__dirname, '..', 'cli', 'sail.js');
-/** BENCH_SAIL_BINARY: run the proxies from this single executable (dist/sail) instead of the build. */
-const SAIL_BINARY = process.env.BENCH_SAIL_BINARY;
 /**
  * NODE_OPTIONS of the Sail proxies: by default the node agent's (DEFAULT_PROXY_NODE_OPTIONS, 2 MB
  * semi-spaces), so the figures are those of a proxy the agent starts; BENCH_PROXY_NODE_OPTIONS=''
@@ -411,14 +408,12 @@ async function startSailPair(ctx: Context, name: string, extra: Record<string, u
       ),
     );
     admins.push(`127.0.0.1:${adminPort}`);
+    const [sailFile, sailArgs] = sailCommand(NODE_ARGS);
     procs.push(
-      new Proc(
-        `sail-${side}`,
-        SAIL_BINARY ? path.resolve(SAIL_BINARY) : process.execPath,
-        [...(SAIL_BINARY ? [] : [...NODE_ARGS, SAIL]), 'proxy', '--config', file],
-        PROXY_CORE,
-        { ...process.env, NODE_OPTIONS: PROXY_NODE_OPTIONS },
-      ),
+      new Proc(`sail-${side}`, sailFile, [...sailArgs, 'proxy', '--config', file], PROXY_CORE, {
+        ...process.env,
+        NODE_OPTIONS: PROXY_NODE_OPTIONS,
+      }),
     );
   }
   const [a, b] = procs as [Proc, Proc];
@@ -570,7 +565,7 @@ async function main(): Promise<void> {
     `Machine: ${os.cpus().length} × ${os.cpus()[0]?.model ?? '?'}, Node ${process.version}, ${nginxVersion}; pinned: ${haveTaskset ? `origin+load on core ${LOAD_CORE}, proxies on core ${PROXY_CORE}` : 'no (taskset missing)'}`,
   );
   console.log(
-    `Sail proxies: ${SAIL_BINARY ? path.resolve(SAIL_BINARY) : SAIL}, NODE_OPTIONS=${JSON.stringify(PROXY_NODE_OPTIONS)}${NODE_ARGS.length > 0 && !SAIL_BINARY ? `, node ${NODE_ARGS.join(' ')}` : ''}`,
+    `Sail proxies: ${SAIL_BINARY ?? SAIL_JS}, NODE_OPTIONS=${JSON.stringify(PROXY_NODE_OPTIONS)}${NODE_ARGS.length > 0 && !SAIL_BINARY ? `, node ${NODE_ARGS.join(' ')}` : ''}`,
   );
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'sail-bench-proxy-'));
   fs.chmodSync(dir, 0o755);

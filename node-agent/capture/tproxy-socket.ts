@@ -14,6 +14,8 @@ export const TPROXY_CHILD_FD = 3;
 
 /** A transparent listening socket, open until close(). */
 export class TproxySocket {
+  private closed = false;
+
   private constructor(
     /** The agent's file descriptor of it (close-on-exec: only the proxy inherits it). */
     readonly fd: number,
@@ -51,8 +53,6 @@ export class TproxySocket {
     this.closed = true;
     closeFd(this.fd);
   }
-
-  private closed = false;
 }
 
 function listenFailed(port: number, err: unknown): CaptureError {

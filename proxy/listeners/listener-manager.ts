@@ -502,20 +502,20 @@ export class ListenerManager {
       port: socket.localPort ?? 0,
     };
     let originalDst = local;
-    // TPROXY (an inherited transparent socket) keeps the destination: the local address is it.
-    if (b.plan.capture && b.plan.fd === undefined) {
-      let od: SocketAddress | undefined;
-      try {
-        od = this.readOriginalDst(socket);
-      } catch (err: unknown) {
-        // The socket is gone (fd closed by a reset) or the addon failed: nothing to route.
-        if (this.debug) this.log.debug({ err }, 'Failed to read the original destination');
-        socket.destroy();
-        return;
-      }
-      if (od) originalDst = { address: plainAddress(od.address), port: od.port };
-    }
     if (b.plan.capture) {
+      // TPROXY (an inherited transparent socket) keeps the destination: the local address is it.
+      if (b.plan.fd === undefined) {
+        let od: SocketAddress | undefined;
+        try {
+          od = this.readOriginalDst(socket);
+        } catch (err: unknown) {
+          // The socket is gone (fd closed by a reset) or the addon failed: nothing to route.
+          if (this.debug) this.log.debug({ err }, 'Failed to read the original destination');
+          socket.destroy();
+          return;
+        }
+        if (od) originalDst = { address: plainAddress(od.address), port: od.port };
+      }
       // Not redirected (or redirected to itself): a capture listener would forward to itself.
       // Under TPROXY every connection keeps its own destination: only one to the socket's own
       // port is such a loop.

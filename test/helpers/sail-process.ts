@@ -26,6 +26,15 @@ export function sailSync(
   return { status: r.status ?? -1, stdout: r.stdout, stderr: r.stderr };
 }
 
+/** How to run a {@link SailProcess} other than `node build/cli/sail.js ARGS` with this env. */
+export interface SailProcessOptions {
+  /** The whole command line instead (e.g. the single executable, under `ip netns exec`). */
+  readonly command?: readonly string[];
+  readonly cwd?: string;
+  /** Exactly this environment, nothing of this process's own. */
+  readonly exactEnv?: NodeJS.ProcessEnv;
+}
+
 /** A long-running sail process and the log lines it printed. */
 export class SailProcess {
   readonly lines: Record<string, unknown>[] = [];
@@ -33,10 +42,12 @@ export class SailProcess {
   private readonly proc: ChildProcess;
   private exited: Promise<number | null>;
 
-  constructor(args: string[], env: NodeJS.ProcessEnv = {}) {
-    this.proc = spawn(process.execPath, [SAIL_JS, ...args], {
+  constructor(args: string[], env: NodeJS.ProcessEnv = {}, opts: SailProcessOptions = {}) {
+    const [file, ...argv] = opts.command ?? [process.execPath, SAIL_JS, ...args];
+    this.proc = spawn(file as string, argv, {
       stdio: ['ignore', 'pipe', 'pipe'],
-      env: { ...process.env, ...env },
+      cwd: opts.cwd,
+      env: opts.exactEnv ?? { ...process.env, ...env },
     });
     readline
       .createInterface({ input: this.proc.stdout as NodeJS.ReadableStream })
@@ -72,9 +83,9 @@ export class SailProcess {
     for (;;) {
       const hit = this.lines.find(l => l.msg === msg && where(l));
       if (hit) return hit;
-      if (this.proc.exitCode !== null)
+      if (this.proc.exitCode !== null || this.proc.signalCode !== null)
         throw new Error(
-          `process exited (${this.proc.exitCode}) before logging "${msg}": ${this.stderr.join('\n')}`,
+          `process exited (${this.proc.exitCode ?? this.proc.signalCode}) before logging "${msg}": ${this.stderr.join('\n')} ${JSON.stringify(this.lines.slice(-5))}`,
         );
       if (Date.now() > deadline)
         throw new Error(

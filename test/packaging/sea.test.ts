@@ -16,13 +16,13 @@
  * dist/sail is (re)built in beforeAll when it is missing or older than build/ (`npm run build`
  * must have run: npm test does).
  */
-import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import * as readline from 'node:readline';
 import * as YAML from 'yaml';
 import { EtcdServer } from '../helpers/etcd';
 import { TestCa } from '../helpers/test-ca';
+import { SailProcess } from '../helpers/sail-process';
 import { makeTmpDir } from '../helpers/tmp-dir';
 import { waitFor } from '../helpers/wait-for';
 
@@ -66,69 +66,6 @@ function cleanEnv(home: string, extra: NodeJS.ProcessEnv = {}): NodeJS.ProcessEn
   };
 }
 
-/** A long-running binary and its JSON log lines (the single executable's own, or its children's). */
-class Proc {
-  readonly lines: Record<string, unknown>[] = [];
-  readonly stderr: string[] = [];
-  private readonly proc: ChildProcess;
-  private readonly exited: Promise<number | null>;
-
-  constructor(cmd: string[], opts: { cwd: string; env: NodeJS.ProcessEnv }) {
-    this.proc = spawn(cmd[0] as string, cmd.slice(1), {
-      cwd: opts.cwd,
-      env: opts.env,
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    readline.createInterface({ input: this.proc.stdout as NodeJS.ReadableStream }).on('line', l => {
-      try {
-        this.lines.push(JSON.parse(l) as Record<string, unknown>);
-      } catch {
-        this.lines.push({ msg: l });
-      }
-    });
-    readline
-      .createInterface({ input: this.proc.stderr as NodeJS.ReadableStream })
-      .on('line', l => this.stderr.push(l));
-    this.exited = new Promise(resolve => this.proc.once('exit', code => resolve(code)));
-  }
-
-  /** The first log line with `msg` (and `where`), waiting up to `timeoutMs`. */
-  waitForLog(
-    msg: string,
-    where: (l: Record<string, unknown>) => boolean = () => true,
-    timeoutMs = 30_000,
-  ): Promise<Record<string, unknown>> {
-    return waitFor(
-      () => {
-        const hit = this.lines.find(l => l.msg === msg && where(l));
-        if (hit) return hit;
-        if (this.proc.exitCode !== null || this.proc.signalCode !== null) {
-          throw new Error(
-            `exited (${this.proc.exitCode ?? this.proc.signalCode}) before "${msg}": ` +
-              `${this.stderr.join('\n')} ${JSON.stringify(this.lines.slice(-5))}`,
-          );
-        }
-        return undefined;
-      },
-      { timeoutMs, intervalMs: 50, what: `log line "${msg}" (last: ${this.tail()})` },
-    );
-  }
-
-  private tail(): string {
-    return JSON.stringify(this.lines.slice(-3).map(l => l.msg));
-  }
-
-  /** SIGTERM, SIGKILL after `graceMs`; the exit code. */
-  async stop(graceMs = 15_000): Promise<number | null> {
-    if (this.proc.exitCode !== null || this.proc.signalCode !== null) return this.proc.exitCode;
-    this.proc.kill('SIGTERM');
-    const timer = setTimeout(() => this.proc.kill('SIGKILL'), graceMs);
-    const code = await this.exited;
-    clearTimeout(timer);
-    return code;
-  }
-}
-
 /** Builds dist/ when it is missing or older than build/. */
 function ensureBuilt(): void {
   const built = fs.existsSync(SAIL_BIN) && fs.existsSync(path.join(DIST, 'lib', 'sail'));
@@ -147,7 +84,7 @@ describeSea('the single executable (dist/sail)', () => {
   // As root, everything runs in a private network namespace: the agent's proxy uses fixed ports.
   const netns = isRoot && has('ip') ? `sail-sea-${process.pid.toString(36)}` : undefined;
   const supervised = netns !== undefined && userExists('sail-proxy');
-  const procs: Proc[] = [];
+  const procs: SailProcess[] = [];
 
   const prefix = (): string[] => (netns ? ['ip', 'netns', 'exec', netns] : []);
   const run = (bin: string, args: string[], extraEnv: NodeJS.ProcessEnv = {}) => {
@@ -162,13 +99,17 @@ describeSea('the single executable (dist/sail)', () => {
   };
   const start = (bin: string, args: string[], extraEnv: NodeJS.ProcessEnv = {}, inNetns = true) => {
     const cmd = [...(inNetns ? prefix() : []), bin, ...args];
-    const p = new Proc(cmd, { cwd: work, env: { ...env, ...extraEnv } });
+    const p = new SailProcess(
+      [],
+      {},
+      { command: cmd, cwd: work, exactEnv: { ...env, ...extraEnv } },
+    );
     procs.push(p);
     return p;
   };
 
   // Shared by the steps below, in order.
-  let cp: Proc;
+  let cp: SailProcess;
   let caAddress = '';
   let pilotAddress = '';
   const cpDir = path.join(tmp.dir, 'cp');
@@ -200,7 +141,7 @@ describeSea('the single executable (dist/sail)', () => {
   }, 300_000);
 
   afterAll(async () => {
-    for (const p of procs.reverse()) await p.stop();
+    for (const p of procs.reverse()) await p.stop(15_000);
     if (netns) spawnSync('ip', ['netns', 'del', netns]);
     tmp.cleanup();
   });
@@ -231,10 +172,10 @@ describeSea('the single executable (dist/sail)', () => {
       '--admin-listen',
       '',
     ]);
-    caAddress = (await cp.waitForLog('CA listening')).address as string;
-    pilotAddress = (await cp.waitForLog('Pilot xDS (mTLS) listening')).address as string;
-    await cp.waitForLog('Pilot ready');
-    await cp.waitForLog('Admin socket listening');
+    caAddress = (await cp.waitForLog('CA listening', 30_000)).address as string;
+    pilotAddress = (await cp.waitForLog('Pilot xDS (mTLS) listening', 30_000)).address as string;
+    await cp.waitForLog('Pilot ready', 30_000);
+    await cp.waitForLog('Admin socket listening', 30_000);
     expect(caAddress).toMatch(/^127\.0\.0\.1:\d+$/);
   });
 
@@ -289,12 +230,12 @@ describeSea('the single executable (dist/sail)', () => {
     });
     fs.writeFileSync(agentConfig, YAML.stringify(doc));
     const agent = start(installedBin, ['node-agent', '--config', agentConfig]);
-    await agent.waitForLog('Workload identity ready');
+    await agent.waitForLog('Workload identity ready', 30_000);
 
     // The proxy: the agent's own child (selfCommand: this binary) as root, else started here.
     let proxy = agent;
     if (supervised) {
-      await agent.waitForLog('Node agent ready');
+      await agent.waitForLog('Node agent ready', 30_000);
     } else {
       const proxyConfig = path.join(hostDir, 'proxy.yaml');
       fs.writeFileSync(
@@ -311,9 +252,13 @@ describeSea('the single executable (dist/sail)', () => {
       );
       proxy = start(installedBin, ['proxy', '--config', proxyConfig]);
     }
-    const started = await proxy.waitForLog('Proxy started', l => l.role === 'proxy');
-    await proxy.waitForLog('Proxy ready', l => l.role === 'proxy');
-    const applied = await proxy.waitForLog('Applied configuration', l => l.role === 'proxy');
+    const started = await proxy.waitForLog('Proxy started', 30_000, l => l.role === 'proxy');
+    await proxy.waitForLog('Proxy ready', 30_000, l => l.role === 'proxy');
+    const applied = await proxy.waitForLog(
+      'Applied configuration',
+      30_000,
+      l => l.role === 'proxy',
+    );
     expect(applied.clusters).toBeGreaterThan(0);
     nodeId = started.nodeId as string;
     // The agent keeps its proxy's state in STATE_DIR/state/proxy/.
@@ -326,8 +271,8 @@ describeSea('the single executable (dist/sail)', () => {
       const escaped = installedBin.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
       expect(ps.stdout).toMatch(new RegExp(`^sail-pr\\S*\\s+${escaped} proxy --config`, 'm'));
     }
-    expect(await agent.stop()).toBe(0);
-    if (proxy !== agent) expect(await proxy.stop()).toBe(0);
+    expect(await agent.stop(15_000)).toBe(0);
+    if (proxy !== agent) expect(await proxy.stop(15_000)).toBe(0);
   }, 90_000);
 
   it('validates the sample proxy config and shows the capture rules', () => {
@@ -377,10 +322,10 @@ describeSea('the single executable (dist/sail)', () => {
 
     it('loads it from dist/lib/sail/ and binds the capture listeners', async () => {
       const proxy = captureProxy('capture-ok');
-      await proxy.waitForLog('Listener bound', l => l.listener === 'virtualOutbound');
-      await proxy.waitForLog('Applied first configuration');
+      await proxy.waitForLog('Listener bound', 30_000, l => l.listener === 'virtualOutbound');
+      await proxy.waitForLog('Applied first configuration', 30_000);
       expect(proxy.lines.filter(l => l.msg === 'Cannot apply configuration')).toEqual([]);
-      expect(await proxy.stop()).toBe(0);
+      expect(await proxy.stop(15_000)).toBe(0);
     });
 
     it('names the missing file when the resource directory has no addon', async () => {
@@ -388,11 +333,11 @@ describeSea('the single executable (dist/sail)', () => {
       fs.cpSync(path.join(DIST, 'lib', 'sail'), res, { recursive: true });
       fs.rmSync(path.join(res, 'sail_native.node'));
       const proxy = captureProxy('capture-missing', { SAIL_RESOURCE_DIR: res });
-      const line = await proxy.waitForLog('Cannot apply configuration');
+      const line = await proxy.waitForLog('Cannot apply configuration', 30_000);
       expect(JSON.stringify(line.err)).toContain(
         `native addon sail_native.node not found (looked in ${path.join(res, 'sail_native.node')}`,
       );
-      expect(await proxy.stop()).toBe(0);
+      expect(await proxy.stop(15_000)).toBe(0);
     });
   });
 
@@ -433,18 +378,18 @@ describeSea('the single executable (dist/sail)', () => {
         {},
         false,
       );
-      const loaded = await pilot.waitForLog('Loaded config store');
+      const loaded = await pilot.waitForLog('Loaded config store', 30_000);
       expect(loaded.address).toBe(etcd.endpoint);
-      await pilot.waitForLog('Pilot ready');
-      await pilot.waitForLog('Admin socket listening');
-      expect(await pilot.stop()).toBe(0);
+      await pilot.waitForLog('Pilot ready', 30_000);
+      await pilot.waitForLog('Admin socket listening', 30_000);
+      expect(await pilot.stop(15_000)).toBe(0);
     } finally {
       await etcd.stop();
     }
   }, 60_000);
 
   it('stops the control plane on SIGTERM with exit code 0', async () => {
-    expect(await cp.stop()).toBe(0);
+    expect(await cp.stop(15_000)).toBe(0);
     expect(cp.lines.map(l => l.msg)).toContain('Stopped');
   });
 });
