@@ -5,7 +5,6 @@
  * Event plumbing avoids per-request closures: Node listeners are module functions that reach the
  * Exchange through a symbol on the emitter, and timers pass the Exchange as their argument.
  */
-import * as crypto from 'node:crypto';
 import { performance } from 'node:perf_hooks';
 import type { Clock } from '../../common/clock';
 import type { Logger } from '../../common/logging';
@@ -32,6 +31,7 @@ import {
   type UpstreamHost,
   type UpstreamOutcome,
 } from '../types';
+import { newRequestId } from './request-id';
 import type { Downstream } from './downstream';
 import {
   type HeaderMap,
@@ -490,7 +490,7 @@ export class Exchange implements UpstreamListener {
     const h = copyEndToEnd(down.headers);
     deleteHeader(h, PEER_METADATA_HEADER);
     if (this.requestId === '') {
-      this.requestId = crypto.randomUUID();
+      this.requestId = newRequestId();
       h['x-request-id'] = this.requestId;
     }
     if (h['x-forwarded-proto'] === undefined) h['x-forwarded-proto'] = down.scheme;

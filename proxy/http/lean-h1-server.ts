@@ -94,6 +94,12 @@ const CONTINUE_EXPRESSION = /(?:^|\W)100-continue(?:$|\W)/i;
 const CHUNK_EXPRESSION = /(?:^|\W)chunked(?:$|\W)/i;
 
 const CONTINUE = 'HTTP/1.1 100 Continue\r\n\r\n';
+/**
+ * A first body chunk up to this size is copied behind the head into one buffer from Node's
+ * Buffer pool (below half its size allocUnsafe slices the pool); larger ones are corked with it.
+ * Heads are latin1: header values are checked against INVALID_HEADER_CHAR (nothing above \xff).
+ */
+const COALESCE_MAX = Buffer.poolSize >>> 1;
 /** A request body buffered without a reader beyond this stops the socket reading. */
 const BODY_HIGH_WATER = 64 * 1024;
 
@@ -401,6 +407,17 @@ export class LeanH1Downstream extends EventEmitter implements Downstream {
     const len = chunk.length;
     if (!this.hasBody || len === 0) return true;
     const head = this.pendingHead;
+    if (head !== undefined && len <= COALESCE_MAX) {
+      // The usual small response: head and body in one buffer, one write (no cork, no writev).
+      this.pendingHead = undefined;
+      const size = this.chunked ? len.toString(16) + CRLF : '';
+      const out = Buffer.allocUnsafe(head.length + size.length + len + (size === '' ? 0 : 2));
+      let o = out.write(head, 0, 'latin1');
+      if (size !== '') o += out.write(size, o, 'latin1');
+      o += chunk.copy(out, o);
+      if (size !== '') out.write(CRLF, o, 'latin1');
+      return s.write(out);
+    }
     if (this.chunked) {
       const size = len.toString(16) + CRLF;
       s.cork();
@@ -742,7 +759,8 @@ function onSocketEnd(this: TaggedSocket): void {
   const parser = conn.parser;
   if (parser) {
     const ret = parser.finish();
-    if (ret instanceof Error) {
+    // Not `instanceof Error`: the parser's errors come from Node's realm (see afterExecute).
+    if (ret !== undefined && typeof ret !== 'number') {
       this.destroy();
       return;
     }

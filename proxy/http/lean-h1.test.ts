@@ -424,10 +424,64 @@ describe.each(CLIENTS)('HTTP/1.1 upstream client %s against raw servers', client
     expect(c.kind).toBe('reset');
   });
 
+  it('reports a malformed response as reset', async () => {
+    const port = await start((_head, socket) => {
+      socket.write('HTTP/1.1 abc\r\n\r\n');
+    });
+    const r = new Recorder();
+    pools.request(hostFor(port), cluster(port), 'http1', get('/'), r, true);
+    await r.done;
+    expect(r.events).toEqual(['connected', 'error:reset']);
+  });
+
   it('refuses CR/LF in header values', () => {
     const r = new Recorder();
     expect(() =>
       pools.request(hostFor(1), cluster(1), 'http1', get('/', { 'x-bad': 'a\r\nb: c' }), r, true),
     ).toThrow();
+  });
+});
+
+describe('HTTP/1.1 upstream client lean, reading natively', () => {
+  let clusters: Clusters;
+  let pools: UpstreamPools;
+  let server: net.Server;
+
+  beforeEach(() => {
+    clusters = new Clusters();
+    pools = new UpstreamPools(clusters as unknown as ClusterManager, silentLogger(), 'lean');
+  });
+
+  afterEach(async () => {
+    pools.close();
+    for (const s of clusters.sockets) s.destroy();
+    await new Promise(resolve => server.close(resolve));
+  });
+
+  it('hands the socket to the parser, and drops a connection the upstream writes to while idle', async () => {
+    let upstream: net.Socket | undefined;
+    let n = 0;
+    server = rawServer((_head, socket) => {
+      upstream = socket;
+      n++;
+      socket.write(`HTTP/1.1 200 OK\r\ncontent-length: 1\r\n\r\n${String(n)}`);
+    });
+    const port = await listen(server);
+    const cluster = staticCluster('outbound|80||svc', [port]);
+    const a = new Recorder();
+    pools.request(hostFor(port), cluster, 'http1', get('/'), a, true);
+    await a.done;
+    expect(a.text).toBe('1');
+    const [socket] = [...clusters.sockets] as (net.Socket & { _handle: { _consumed?: boolean } })[];
+    expect(socket?._handle._consumed).toBe(true);
+
+    // A response nobody asked for: the connection's framing is unknown, so it is not reused.
+    upstream?.write('HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nstale');
+    await waitFor(() => clusters.sockets.size === 0);
+    const b = new Recorder();
+    pools.request(hostFor(port), cluster, 'http1', get('/'), b, true);
+    await b.done;
+    expect(b.text).toBe('2');
+    expect(clusters.opened).toBe(2);
   });
 });

@@ -39,6 +39,8 @@ interface LlhttpParser {
   finish(): number | Error | undefined;
   free(): void;
   close(): void;
+  consume(handle: object): void;
+  unconsume(): void;
   [callback: number]: unknown;
   /** Ours: the connection this parser reads for. */
   conn: LeanConn | undefined;
@@ -50,6 +52,8 @@ interface LlhttpParserClass {
   readonly kOnHeadersComplete: number;
   readonly kOnBody: number;
   readonly kOnMessageComplete: number;
+  readonly kOnExecute: number;
+  readonly kOnMessageBegin: number;
   readonly kLenientNone: number;
 }
 
@@ -59,6 +63,21 @@ const kOnHeaders = HTTPParser.kOnHeaders | 0;
 const kOnHeadersComplete = HTTPParser.kOnHeadersComplete | 0;
 const kOnBody = HTTPParser.kOnBody | 0;
 const kOnMessageComplete = HTTPParser.kOnMessageComplete | 0;
+const kOnExecute = HTTPParser.kOnExecute | 0;
+const kOnMessageBegin = HTTPParser.kOnMessageBegin | 0;
+
+/**
+ * The socket's native handle. With `parser.consume(handle)` reads go from the socket (or its TLS
+ * layer) straight into llhttp: no Buffer, no stream push and no 'data' event per read, as in
+ * Node's own server (and ours, lean-h1-server.ts). A read Buffer is an ArrayBuffer with its own
+ * malloc'd memory that every scavenge must sweep; that sweep was half of a scavenge's pause.
+ */
+interface StreamHandle {
+  isStreamBase?: boolean;
+  _consumed?: boolean;
+}
+/** `SAIL_H1_CLIENT_CONSUME=0`: read through 'data' events only (for comparisons). */
+const CONSUME = process.env.SAIL_H1_CLIENT_CONSUME !== '0';
 
 /** IncomingMessage's own header folding (duplicates joined, dropped or, for set-cookie, kept as
  * an array), so headers come out exactly as `res.headers` / `res.trailers` would. */
@@ -117,7 +136,7 @@ function headerLines(method: string, path: string, h: HeaderMap, out: LeanH1Requ
 // Connections
 
 const kConn = Symbol('sail.leanConn');
-type TaggedSocket = net.Socket & { [kConn]?: LeanConn };
+type TaggedSocket = net.Socket & { [kConn]?: LeanConn; _handle?: StreamHandle | null };
 
 /** One upstream socket with its parser. */
 class LeanConn {
@@ -134,6 +153,8 @@ class LeanConn {
   finished = false;
   /** The socket is paused for the request's backpressure. */
   paused = false;
+  /** The parser reads the socket's handle directly (parser.consume). */
+  consumed = false;
   /** Idle sockets are unref'd (as Node's agent does): they do not keep the process alive. */
   refed = true;
   /** The current message is a 1xx interim response. */
@@ -153,6 +174,8 @@ class LeanConn {
     p[kOnHeadersComplete] = parserOnHeadersComplete;
     p[kOnBody] = parserOnBody;
     p[kOnMessageComplete] = parserOnMessageComplete;
+    p[kOnExecute] = parserOnExecute;
+    p[kOnMessageBegin] = parserOnMessageBegin;
     p.conn = this;
     this.parser = p;
     socket[kConn] = this;
@@ -161,11 +184,37 @@ class LeanConn {
     socket.on('error', onSocketError);
     socket.on('close', onSocketClose);
     socket.on('drain', onSocketDrain);
+    this.maybeConsume();
+  }
+
+  /**
+   * Hands the socket's reads to the parser natively, once nothing waits in the socket's JS
+   * buffer. End of stream and read errors still reach the socket (its 'end', 'error', 'close').
+   */
+  maybeConsume(): void {
+    if (!CONSUME || this.consumed || this.paused || this.parser === undefined) return;
+    const s = this.socket;
+    const h = s._handle;
+    if (!h || h.isStreamBase !== true || h._consumed === true || s.readableLength > 0) return;
+    h._consumed = true;
+    this.consumed = true;
+    this.parser.consume(h);
+  }
+
+  /** Stops the parser reading the handle natively (the JS stream reads it again). */
+  unconsume(): void {
+    if (!this.consumed) return;
+    this.consumed = false;
+    const h = this.socket._handle;
+    if (h) h._consumed = false;
+    this.parser?.unconsume();
   }
 
   pauseReading(): void {
     if (!this.paused) {
       this.paused = true;
+      // Backpressure is rare: the JS stream's own pausing does it.
+      this.unconsume();
       this.socket.pause();
     }
   }
@@ -174,6 +223,7 @@ class LeanConn {
     if (this.paused) {
       this.paused = false;
       this.socket.resume();
+      this.maybeConsume();
     }
   }
 }
@@ -191,12 +241,30 @@ function onSocketData(this: TaggedSocket, d: Buffer): void {
     this.destroy();
     return;
   }
-  const ret = parser.execute(d);
-  if (ret instanceof Error) {
-    this.destroy();
+  afterExecute(conn, parser.execute(d));
+  conn.maybeConsume();
+}
+
+/** kOnExecute: the parser consumed a read natively (`this` is the parser). */
+function parserOnExecute(this: LlhttpParser, ret: number | Error): void {
+  const conn = this.conn;
+  if (conn) afterExecute(conn, ret);
+}
+
+function afterExecute(conn: LeanConn, ret: number | Error): void {
+  // Not `instanceof Error`: the parser's errors come from Node's realm, which is not the code's
+  // under jest's vm contexts.
+  if (typeof ret !== 'number') {
+    conn.socket.destroy();
     const req = conn.req;
     if (req) req.connLost(conn, 'reset', ret);
   }
+}
+
+/** A response starts: on an idle connection nothing asked for it (see onSocketData). */
+function parserOnMessageBegin(this: LlhttpParser): void {
+  const conn = this.conn;
+  if (conn !== undefined && conn.req === undefined) conn.socket.destroy();
 }
 
 function onSocketEnd(this: TaggedSocket): void {
@@ -220,6 +288,7 @@ function onSocketClose(this: TaggedSocket): void {
   if (!conn || conn.closed) return;
   conn.closed = true;
   conn.ending = true;
+  conn.unconsume();
   const parser = conn.parser;
   if (parser) {
     if (!conn.finished) parser.finish();
@@ -537,12 +606,14 @@ export class LeanH1Request implements UpstreamRequest {
       this.pending = undefined;
       this.pendingBytes = 0;
       const socket = conn.socket;
-      socket.cork();
+      // The usual request (no body, or its body still to come) is one write: no cork needed.
+      const many = pending !== undefined || (this.ended && this.chunked);
+      if (many) socket.cork();
       this.flushHead(socket, pending !== undefined);
       let ok = true;
       if (pending) for (const c of pending) ok = this.writeBody(socket, c);
       if (this.ended && this.chunked) ok = socket.write(LAST_CHUNK, 'latin1');
-      socket.uncork();
+      if (many) socket.uncork();
       // Below the socket's high-water mark no 'drain' will come: the caller may write now.
       if (this.needDrain && ok) {
         this.needDrain = false;

@@ -3,11 +3,11 @@
  * request, connect to the upstream over HTTP/1.1 (TLS when the host's transport says so), send
  * the request head, relay the response head (101 or not), then splice the two sockets.
  */
-import * as crypto from 'node:crypto';
 import type * as http from 'node:http';
 import type * as net from 'node:net';
 import { performance } from 'node:perf_hooks';
 import { PEER_METADATA_HEADER, type PeerMetadata, type UpstreamHost } from '../types';
+import { newRequestId } from './request-id';
 import { type ConnState, type ExchangeEnv, routeTableOf } from './exchange';
 import {
   type HeaderMap,
@@ -295,7 +295,7 @@ export function handleUpgrade(
   deleteHeader(h, PEER_METADATA_HEADER);
   let rid = firstValue(h['x-request-id']);
   if (rid === undefined) {
-    rid = crypto.randomUUID();
+    rid = newRequestId();
     h['x-request-id'] = rid;
   }
   tunnel.requestId = rid;
