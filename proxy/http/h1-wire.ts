@@ -12,9 +12,6 @@ export const HTTP_TOKEN = /^[\^_`a-zA-Z\-0-9!#$%&'*+.|~]+$/;
 export const CRLF = '\r\n';
 export const LAST_CHUNK = '0\r\n\r\n';
 
-/** `this` of IncomingMessage's addHeaderLine: Node's default joinDuplicateHeaders. */
-export const FOLD_OPTIONS = { joinDuplicateHeaders: false };
-
 /**
  * The error Node throws for a bad outgoing header (same `code`), naming the header and whether it
  * is a request or a response header.

@@ -21,74 +21,23 @@ import type { Readable } from 'node:stream';
 import type { Downstream } from './downstream';
 import { type ConnState, Exchange, type ExchangeEnv } from './exchange';
 import type { HeaderMap } from './headers';
+import { CRLF, HTTP_TOKEN, LAST_CHUNK, headerValueLines, invalidHeader } from './h1-wire';
 import {
-  CRLF,
-  FOLD_OPTIONS,
-  HTTP_TOKEN,
-  LAST_CHUNK,
-  headerValueLines,
-  invalidHeader,
-} from './h1-wire';
+  type ConsumableSocket,
+  consumeSocket,
+  foldHeaders,
+  isParseError,
+  type LlhttpParser as Parser,
+  METHODS,
+  newParser,
+  type ParserCallbacks,
+  unconsumeSocket,
+} from './llhttp';
 import { handleUpgrade } from './upgrade';
 
-/** The llhttp binding as `_http_common` exposes it (Node 20). */
-interface LlhttpParser {
-  initialize(type: number, resource: object, maxHeaderSize: number, lenient: number): void;
-  execute(data: Buffer): number | (Error & { code?: string; bytesParsed?: number });
-  finish(): number | Error | undefined;
-  free(): void;
-  close(): void;
-  consume(handle: object): void;
-  unconsume(): void;
-  getCurrentBuffer(): Buffer;
-  [callback: number]: unknown;
-  /** Ours: the connection this parser reads for. */
-  conn: LeanServerConn | undefined;
-}
-interface LlhttpParserClass {
-  new (): LlhttpParser;
-  readonly REQUEST: number;
-  readonly kOnHeaders: number;
-  readonly kOnHeadersComplete: number;
-  readonly kOnBody: number;
-  readonly kOnMessageComplete: number;
-  readonly kOnExecute: number;
-  readonly kOnMessageBegin: number;
-  readonly kLenientNone: number;
-}
-
-// eslint-disable-next-line @typescript-eslint/no-require-imports
-const common = require('_http_common') as {
-  HTTPParser: LlhttpParserClass;
-  methods: readonly string[];
-};
-const { HTTPParser, methods: METHODS } = common;
-const kOnHeaders = HTTPParser.kOnHeaders | 0;
-const kOnHeadersComplete = HTTPParser.kOnHeadersComplete | 0;
-const kOnBody = HTTPParser.kOnBody | 0;
-const kOnMessageComplete = HTTPParser.kOnMessageComplete | 0;
-const kOnExecute = HTTPParser.kOnExecute | 0;
-const kOnMessageBegin = HTTPParser.kOnMessageBegin | 0;
-
-/**
- * The socket's native handle, as `_http_server` uses it: with `parser.consume(handle)` reads go
- * from libuv straight into llhttp (no Buffer, no 'data' event per read), as Node's server does.
- */
-interface StreamHandle {
-  isStreamBase?: boolean;
-  _consumed?: boolean;
-  reading?: boolean;
-  readStart(): number;
-  readStop(): number;
-}
 /** `SAIL_H1_SERVER_CONSUME=0`: read through 'data' events only (for comparisons). */
 const CONSUME = process.env.SAIL_H1_SERVER_CONSUME !== '0';
 
-/** IncomingMessage's own header folding, so `headers` come out exactly as `req.headers`. */
-type AddHeaderLine = (this: object, field: string, value: string, dest: HeaderMap) => void;
-const addHeaderLine = (http.IncomingMessage.prototype as unknown as { _addHeaderLine: unknown })
-  ._addHeaderLine as AddHeaderLine;
-/** `this` of addHeaderLine: an IncomingMessage with the default joinDuplicateHeaders. */
 /** Node's `continueExpression` and `chunkExpression`. */
 const CONTINUE_EXPRESSION = /(?:^|\W)100-continue(?:$|\W)/i;
 const CHUNK_EXPRESSION = /(?:^|\W)chunked(?:$|\W)/i;
@@ -510,7 +459,8 @@ function emitResponseClose(d: LeanH1Downstream): void {
 // Connections
 
 const kLean = Symbol('sail.leanServerConn');
-type TaggedSocket = net.Socket & { [kLean]?: LeanServerConn; _handle?: StreamHandle | null };
+type TaggedSocket = ConsumableSocket & { [kLean]?: LeanServerConn };
+type LlhttpParser = Parser<LeanServerConn>;
 
 /** One downstream connection with its parser. */
 export class LeanServerConn {
@@ -529,8 +479,6 @@ export class LeanServerConn {
   /** performance.now() since the connection has been idle between requests. */
   idleSince: number;
   private readPaused = false;
-  /** The parser reads the socket's handle directly (parser.consume). */
-  consumed = false;
   /** No more requests: the client ended its side, the parser failed, or a response closed it. */
   noMore = false;
   /** An upgrade request waiting for the responses before it. */
@@ -544,16 +492,12 @@ export class LeanServerConn {
     readonly socket: TaggedSocket,
     readonly state: ConnState,
   ) {
-    const p = new HTTPParser();
-    p.initialize(HTTPParser.REQUEST, {}, server.opts.maxHeaderBytes, HTTPParser.kLenientNone);
-    p[kOnHeaders] = parserOnHeaders;
-    p[kOnHeadersComplete] = parserOnHeadersComplete;
-    p[kOnBody] = parserOnBody;
-    p[kOnMessageComplete] = parserOnMessageComplete;
-    p[kOnExecute] = parserOnExecute;
-    p[kOnMessageBegin] = parserOnMessageBegin;
-    p.conn = this;
-    this.parser = p;
+    this.parser = newParser<LeanServerConn>(
+      'request',
+      this,
+      server.opts.maxHeaderBytes,
+      PARSER_CALLBACKS,
+    );
     this.idleSince = performance.now();
     socket[kLean] = this;
     socket.on('data', onSocketData);
@@ -568,22 +512,12 @@ export class LeanServerConn {
    * buffer (a sniffed connection's first bytes were put back there).
    */
   maybeConsume(): void {
-    if (!CONSUME || this.consumed || this.readPaused || this.parser === undefined) return;
-    const s = this.socket;
-    const h = s._handle;
-    if (!h || h.isStreamBase !== true || h._consumed === true || s.readableLength > 0) return;
-    h._consumed = true;
-    this.consumed = true;
-    this.parser.consume(h);
+    if (CONSUME && !this.readPaused) consumeSocket(this.socket, this.parser);
   }
 
   /** Stops the parser reading the handle natively (the JS stream reads it again). */
   unconsume(): void {
-    if (!this.consumed) return;
-    this.consumed = false;
-    const h = this.socket._handle;
-    if (h) h._consumed = false;
-    this.parser?.unconsume();
+    unconsumeSocket(this.socket, this.parser);
   }
 
   /** Whether the socket should read: not while requests queue or a body's reader is behind. */
@@ -727,19 +661,12 @@ function onSocketData(this: TaggedSocket, d: Buffer): void {
   conn.maybeConsume();
 }
 
-/** kOnExecute: the parser consumed a read natively (`this` is the parser). */
-function parserOnExecute(this: LlhttpParser, ret: number | (Error & { code?: string })): void {
-  const conn = this.conn;
-  if (!conn) return;
-  afterExecute(conn, ret, undefined);
-}
-
 function afterExecute(
   conn: LeanServerConn,
   ret: number | (Error & { code?: string }),
   d: Buffer | undefined,
 ): void {
-  if (typeof ret !== 'number') {
+  if (isParseError(ret)) {
     conn.onParseError(ret);
     return;
   }
@@ -758,9 +685,7 @@ function onSocketEnd(this: TaggedSocket): void {
   conn.noMore = true;
   const parser = conn.parser;
   if (parser) {
-    const ret = parser.finish();
-    // Not `instanceof Error`: the parser's errors come from Node's realm (see afterExecute).
-    if (ret !== undefined && typeof ret !== 'number') {
+    if (isParseError(parser.finish())) {
       this.destroy();
       return;
     }
@@ -788,91 +713,97 @@ function onSocketDrain(this: TaggedSocket): void {
 
 // Parser callbacks (`this` is the parser).
 
-function parserOnMessageBegin(this: LlhttpParser): void {
-  const conn = this.conn;
-  // The headers timeout runs from a request's first byte.
-  if (conn) conn.headStart = performance.now();
-}
+const PARSER_CALLBACKS: ParserCallbacks<LeanServerConn> = {
+  onHeaders(headers, url): void {
+    const conn = this.conn;
+    if (!conn) return;
+    for (const h of headers) conn.fields.push(h);
+    if (url) conn.url += url;
+  },
 
-function parserOnHeaders(this: LlhttpParser, headers: string[], url: string): void {
-  const conn = this.conn;
-  if (!conn) return;
-  for (const h of headers) conn.fields.push(h);
-  if (url) conn.url += url;
-}
-
-function parserOnHeadersComplete(
-  this: LlhttpParser,
-  versionMajor: number,
-  versionMinor: number,
-  headers: string[] | undefined,
-  method: number,
-  url: string | undefined,
-  _statusCode: number,
-  _statusMessage: string,
-  upgrade: boolean,
-  shouldKeepAlive: boolean,
-): number {
-  const conn = this.conn;
-  if (!conn) return 0;
-  conn.headStart = 0;
-  let raw = headers;
-  if (raw === undefined) {
-    raw = conn.fields;
-    conn.fields = [];
-  }
-  let path = url;
-  if (!path) {
-    path = conn.url;
-    conn.url = '';
-  }
-  const h: HeaderMap = {};
-  for (let i = 0; i < raw.length; i += 2) {
-    addHeaderLine.call(FOLD_OPTIONS, raw[i] ?? '', raw[i + 1] ?? '', h);
-  }
-  const m = METHODS[method] ?? 'GET';
-  if (upgrade) {
-    if (m === 'CONNECT') {
-      // Node's server without a 'connect' listener closes such connections.
-      conn.noMore = true;
-      conn.socket.destroy();
+  onHeadersComplete(
+    versionMajor,
+    versionMinor,
+    headers,
+    method,
+    url,
+    _statusCode,
+    _statusMessage,
+    upgrade,
+    shouldKeepAlive,
+  ): number {
+    const conn = this.conn;
+    if (!conn) return 0;
+    conn.headStart = 0;
+    let raw = headers;
+    if (raw === undefined) {
+      raw = conn.fields;
+      conn.fields = [];
+    }
+    let path = url;
+    if (!path) {
+      path = conn.url;
+      conn.url = '';
+    }
+    const h = foldHeaders(raw);
+    const m = METHODS[method] ?? 'GET';
+    if (upgrade) {
+      if (m === 'CONNECT') {
+        // Node's server without a 'connect' listener closes such connections.
+        conn.noMore = true;
+        conn.socket.destroy();
+        return 2;
+      }
+      // Adapted for upgrade.ts, which reads method, url and headers of Node's IncomingMessage.
+      conn.upgradeReq = { method: m, url: path, headers: h } as unknown as http.IncomingMessage;
       return 2;
     }
-    // Adapted for upgrade.ts, which reads method, url and headers of Node's IncomingMessage.
-    conn.upgradeReq = { method: m, url: path, headers: h } as unknown as http.IncomingMessage;
-    return 2;
-  }
-  const http10 = versionMajor < 1 || (versionMajor === 1 && versionMinor === 0);
-  const expect = h.expect;
-  const expectContinue = !http10 && typeof expect === 'string' && CONTINUE_EXPRESSION.test(expect);
-  const d = new LeanH1Downstream(
-    conn,
-    m,
-    path,
-    h,
-    conn.state.scheme,
-    shouldKeepAlive,
-    http10,
-    expectContinue,
-  );
-  conn.onRequest(d);
-  return 0;
-}
+    const http10 = versionMajor < 1 || (versionMajor === 1 && versionMinor === 0);
+    const expect = h.expect;
+    const expectContinue =
+      !http10 && typeof expect === 'string' && CONTINUE_EXPRESSION.test(expect);
+    const d = new LeanH1Downstream(
+      conn,
+      m,
+      path,
+      h,
+      conn.state.scheme,
+      shouldKeepAlive,
+      http10,
+      expectContinue,
+    );
+    conn.onRequest(d);
+    return 0;
+  },
 
-function parserOnBody(this: LlhttpParser, chunk: Buffer): void {
-  this.conn?.parsing?.onBody(chunk);
-}
+  onBody(chunk): void {
+    this.conn?.parsing?.onBody(chunk);
+  },
 
-function parserOnMessageComplete(this: LlhttpParser): void {
-  const conn = this.conn;
-  if (!conn) return;
-  if (conn.fields.length > 0) conn.fields = []; // request trailers: dropped, as Node's server
-  const d = conn.parsing;
-  if (d === undefined) return;
-  conn.parsing = undefined;
-  d.onMessageComplete();
-  conn.updateReading();
-}
+  onMessageComplete(): void {
+    const conn = this.conn;
+    if (!conn) return;
+    if (conn.fields.length > 0) conn.fields = []; // request trailers: dropped, as Node's server
+    const d = conn.parsing;
+    if (d === undefined) return;
+    conn.parsing = undefined;
+    d.onMessageComplete();
+    conn.updateReading();
+  },
+
+  /** kOnExecute: the parser consumed a read natively (`this` is the parser). */
+  onExecute(ret): void {
+    const conn = this.conn;
+    if (!conn) return;
+    afterExecute(conn, ret, undefined);
+  },
+
+  onMessageBegin(): void {
+    const conn = this.conn;
+    // The headers timeout runs from a request's first byte.
+    if (conn) conn.headStart = performance.now();
+  },
+};
 
 // ---------------------------------------------------------------------------------------------
 // Server

@@ -10,20 +10,22 @@
  * parser's callbacks; while the listener has paused, they queue in the request (and the socket
  * stops reading), as a paused IncomingMessage buffers.
  */
-import * as http from 'node:http';
 import type * as net from 'node:net';
 import { performance } from 'node:perf_hooks';
 import type { Cluster } from '../model';
 import type { ClusterManager, UpstreamHost } from '../types';
 import type { HeaderMap } from './headers';
+import { CRLF, HTTP_TOKEN, LAST_CHUNK, headerValueLines, invalidHeader } from './h1-wire';
 import {
-  CRLF,
-  FOLD_OPTIONS,
-  HTTP_TOKEN,
-  LAST_CHUNK,
-  headerValueLines,
-  invalidHeader,
-} from './h1-wire';
+  type ConsumableSocket,
+  consumeSocket,
+  foldHeaders,
+  isParseError,
+  type LlhttpParser as Parser,
+  newParser,
+  type ParserCallbacks,
+  unconsumeSocket,
+} from './llhttp';
 import {
   upstreamAlpn,
   type UpstreamFailure,
@@ -32,58 +34,9 @@ import {
   type UpstreamRequestHead,
 } from './upstream-types';
 
-/** The llhttp binding as `_http_common` exposes it (Node 20). */
-interface LlhttpParser {
-  initialize(type: number, resource: object, maxHeaderSize: number, lenient: number): void;
-  execute(data: Buffer): number | Error;
-  finish(): number | Error | undefined;
-  free(): void;
-  close(): void;
-  consume(handle: object): void;
-  unconsume(): void;
-  [callback: number]: unknown;
-  /** Ours: the connection this parser reads for. */
-  conn: LeanConn | undefined;
-}
-interface LlhttpParserClass {
-  new (): LlhttpParser;
-  readonly RESPONSE: number;
-  readonly kOnHeaders: number;
-  readonly kOnHeadersComplete: number;
-  readonly kOnBody: number;
-  readonly kOnMessageComplete: number;
-  readonly kOnExecute: number;
-  readonly kOnMessageBegin: number;
-  readonly kLenientNone: number;
-}
-
-// eslint-disable-next-line @typescript-eslint/no-require-imports
-const { HTTPParser } = require('_http_common') as { HTTPParser: LlhttpParserClass };
-const kOnHeaders = HTTPParser.kOnHeaders | 0;
-const kOnHeadersComplete = HTTPParser.kOnHeadersComplete | 0;
-const kOnBody = HTTPParser.kOnBody | 0;
-const kOnMessageComplete = HTTPParser.kOnMessageComplete | 0;
-const kOnExecute = HTTPParser.kOnExecute | 0;
-const kOnMessageBegin = HTTPParser.kOnMessageBegin | 0;
-
-/**
- * The socket's native handle. With `parser.consume(handle)` reads go from the socket (or its TLS
- * layer) straight into llhttp: no Buffer, no stream push and no 'data' event per read, as in
- * Node's own server (and ours, lean-h1-server.ts). A read Buffer is an ArrayBuffer with its own
- * malloc'd memory that every scavenge must sweep; that sweep was half of a scavenge's pause.
- */
-interface StreamHandle {
-  isStreamBase?: boolean;
-  _consumed?: boolean;
-}
 /** `SAIL_H1_CLIENT_CONSUME=0`: read through 'data' events only (for comparisons). */
 const CONSUME = process.env.SAIL_H1_CLIENT_CONSUME !== '0';
 
-/** IncomingMessage's own header folding (duplicates joined, dropped or, for set-cookie, kept as
- * an array), so headers come out exactly as `res.headers` / `res.trailers` would. */
-type AddHeaderLine = (this: object, field: string, value: string, dest: HeaderMap) => void;
-const addHeaderLine = (http.IncomingMessage.prototype as unknown as { _addHeaderLine: unknown })
-  ._addHeaderLine as AddHeaderLine;
 /** Which head lean-h1 writes, for error messages. */
 const SIDE = 'upstream request';
 
@@ -136,7 +89,8 @@ function headerLines(method: string, path: string, h: HeaderMap, out: LeanH1Requ
 // Connections
 
 const kConn = Symbol('sail.leanConn');
-type TaggedSocket = net.Socket & { [kConn]?: LeanConn; _handle?: StreamHandle | null };
+type TaggedSocket = ConsumableSocket & { [kConn]?: LeanConn };
+type LlhttpParser = Parser<LeanConn>;
 
 /** One upstream socket with its parser. */
 class LeanConn {
@@ -153,8 +107,6 @@ class LeanConn {
   finished = false;
   /** The socket is paused for the request's backpressure. */
   paused = false;
-  /** The parser reads the socket's handle directly (parser.consume). */
-  consumed = false;
   /** Idle sockets are unref'd (as Node's agent does): they do not keep the process alive. */
   refed = true;
   /** The current message is a 1xx interim response. */
@@ -168,16 +120,7 @@ class LeanConn {
     readonly socket: TaggedSocket,
     readonly pool: LeanH1Pool,
   ) {
-    const p = new HTTPParser();
-    p.initialize(HTTPParser.RESPONSE, {}, 0, HTTPParser.kLenientNone);
-    p[kOnHeaders] = parserOnHeaders;
-    p[kOnHeadersComplete] = parserOnHeadersComplete;
-    p[kOnBody] = parserOnBody;
-    p[kOnMessageComplete] = parserOnMessageComplete;
-    p[kOnExecute] = parserOnExecute;
-    p[kOnMessageBegin] = parserOnMessageBegin;
-    p.conn = this;
-    this.parser = p;
+    this.parser = newParser<LeanConn>('response', this, 0, PARSER_CALLBACKS);
     socket[kConn] = this;
     socket.on('data', onSocketData);
     socket.on('end', onSocketEnd);
@@ -187,27 +130,14 @@ class LeanConn {
     this.maybeConsume();
   }
 
-  /**
-   * Hands the socket's reads to the parser natively, once nothing waits in the socket's JS
-   * buffer. End of stream and read errors still reach the socket (its 'end', 'error', 'close').
-   */
+  /** Hands the socket's reads to the parser natively (see consumeSocket). */
   maybeConsume(): void {
-    if (!CONSUME || this.consumed || this.paused || this.parser === undefined) return;
-    const s = this.socket;
-    const h = s._handle;
-    if (!h || h.isStreamBase !== true || h._consumed === true || s.readableLength > 0) return;
-    h._consumed = true;
-    this.consumed = true;
-    this.parser.consume(h);
+    if (CONSUME && !this.paused) consumeSocket(this.socket, this.parser);
   }
 
   /** Stops the parser reading the handle natively (the JS stream reads it again). */
   unconsume(): void {
-    if (!this.consumed) return;
-    this.consumed = false;
-    const h = this.socket._handle;
-    if (h) h._consumed = false;
-    this.parser?.unconsume();
+    unconsumeSocket(this.socket, this.parser);
   }
 
   pauseReading(): void {
@@ -245,26 +175,12 @@ function onSocketData(this: TaggedSocket, d: Buffer): void {
   conn.maybeConsume();
 }
 
-/** kOnExecute: the parser consumed a read natively (`this` is the parser). */
-function parserOnExecute(this: LlhttpParser, ret: number | Error): void {
-  const conn = this.conn;
-  if (conn) afterExecute(conn, ret);
-}
-
 function afterExecute(conn: LeanConn, ret: number | Error): void {
-  // Not `instanceof Error`: the parser's errors come from Node's realm, which is not the code's
-  // under jest's vm contexts.
-  if (typeof ret !== 'number') {
+  if (isParseError(ret)) {
     conn.socket.destroy();
     const req = conn.req;
     if (req) req.connLost(conn, 'reset', ret);
   }
-}
-
-/** A response starts: on an idle connection nothing asked for it (see onSocketData). */
-function parserOnMessageBegin(this: LlhttpParser): void {
-  const conn = this.conn;
-  if (conn !== undefined && conn.req === undefined) conn.socket.destroy();
 }
 
 function onSocketEnd(this: TaggedSocket): void {
@@ -323,66 +239,79 @@ function onSocketDrain(this: TaggedSocket): void {
 
 // Parser callbacks (`this` is the parser).
 
-function parserOnHeaders(this: LlhttpParser, headers: string[]): void {
-  const conn = this.conn;
-  if (conn) for (const h of headers) conn.fields.push(h);
-}
+const PARSER_CALLBACKS: ParserCallbacks<LeanConn> = {
+  onHeaders(headers): void {
+    const conn = this.conn;
+    if (conn) for (const h of headers) conn.fields.push(h);
+  },
 
-function parserOnHeadersComplete(
-  this: LlhttpParser,
-  _versionMajor: number,
-  _versionMinor: number,
-  headers: string[] | undefined,
-  _method: unknown,
-  _url: unknown,
-  statusCode: number,
-  _statusMessage: string,
-  upgrade: boolean,
-  shouldKeepAlive: boolean,
-): number {
-  const conn = this.conn;
-  let raw = headers;
-  if (conn && raw === undefined) {
-    raw = conn.fields;
-    conn.fields = [];
-  }
-  const req = conn?.req;
-  if (!conn || !req || req.responded) {
-    // A response nobody asked for (or a second one): the connection is unusable.
-    conn?.socket.destroy();
+  onHeadersComplete(
+    _versionMajor,
+    _versionMinor,
+    headers,
+    _method,
+    _url,
+    statusCode,
+    _statusMessage,
+    upgrade,
+    shouldKeepAlive,
+  ): number {
+    const conn = this.conn;
+    let raw = headers;
+    if (conn && raw === undefined) {
+      raw = conn.fields;
+      conn.fields = [];
+    }
+    const req = conn?.req;
+    if (!conn || !req || req.responded) {
+      // A response nobody asked for (or a second one): the connection is unusable.
+      conn?.socket.destroy();
+      return 0;
+    }
+    if (upgrade) {
+      // 101 without having asked for an upgrade (upgrades take their own path): unusable.
+      conn.socket.destroy();
+      req.connLost(conn, 'reset', new Error('upstream switched protocols unasked'));
+      return 2;
+    }
+    if (statusCode >= 100 && statusCode < 200) {
+      conn.interim = true;
+      if (statusCode === 100) req.onContinue();
+      return 1;
+    }
+    req.onHeaders(statusCode, raw ?? [], shouldKeepAlive);
+    if (req.isHead || statusCode === 304) return 1;
     return 0;
-  }
-  if (upgrade) {
-    // 101 without having asked for an upgrade (upgrades take their own path): unusable.
-    conn.socket.destroy();
-    req.connLost(conn, 'reset', new Error('upstream switched protocols unasked'));
-    return 2;
-  }
-  if (statusCode >= 100 && statusCode < 200) {
-    conn.interim = true;
-    if (statusCode === 100) req.onContinue();
-    return 1;
-  }
-  req.onHeaders(statusCode, raw ?? [], shouldKeepAlive);
-  if (req.isHead || statusCode === 304) return 1;
-  return 0;
-}
+  },
 
-function parserOnBody(this: LlhttpParser, chunk: Buffer): void {
-  this.conn?.req?.onBody(chunk);
-}
+  onMessageComplete(): void {
+    const conn = this.conn;
+    if (!conn) return;
+    const trailers = conn.fields;
+    if (trailers.length > 0) conn.fields = [];
+    if (conn.interim) {
+      conn.interim = false;
+      return;
+    }
+    conn.req?.onComplete(conn, trailers);
+  },
 
-function parserOnMessageComplete(this: LlhttpParser): void {
-  const conn = this.conn;
-  if (!conn) return;
-  const trailers = conn.fields;
-  if (trailers.length > 0) conn.fields = [];
-  if (conn.interim) {
-    conn.interim = false;
-    return;
-  }
-  conn.req?.onComplete(conn, trailers);
-}
+  /** kOnExecute: the parser consumed a read natively (`this` is the parser). */
+  onExecute(ret): void {
+    const conn = this.conn;
+    if (conn) afterExecute(conn, ret);
+  },
+
+  /** A response starts: on an idle connection nothing asked for it (see onSocketData). */
+  onMessageBegin(): void {
+    const conn = this.conn;
+    if (conn !== undefined && conn.req === undefined) conn.socket.destroy();
+  },
+
+  onBody(chunk): void {
+    this.conn?.req?.onBody(chunk);
+  },
+};
 
 // ---------------------------------------------------------------------------------------------
 // Pool
@@ -739,10 +668,7 @@ export class LeanH1Request implements UpstreamRequest {
     this.responded = true;
     this.keepAlive = keepAlive;
     if (this.settled) return;
-    const headers: HeaderMap = {};
-    for (let i = 0; i < raw.length; i += 2) {
-      addHeaderLine.call(FOLD_OPTIONS, raw[i] ?? '', raw[i + 1] ?? '', headers);
-    }
+    const headers = foldHeaders(raw);
     this.listener.onUpstreamHeaders(this, status, headers, false);
   }
 
@@ -767,11 +693,7 @@ export class LeanH1Request implements UpstreamRequest {
     }
     if (this.settled) return;
     if (rawTrailers.length > 0) {
-      const t: HeaderMap = {};
-      for (let i = 0; i < rawTrailers.length; i += 2) {
-        addHeaderLine.call(FOLD_OPTIONS, rawTrailers[i] ?? '', rawTrailers[i + 1] ?? '', t);
-      }
-      this.trailers = t;
+      this.trailers = foldHeaders(rawTrailers);
     }
     if (this.paused || this.held !== undefined) {
       this.endHeld = true;
