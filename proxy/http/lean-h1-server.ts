@@ -356,40 +356,25 @@ export class LeanH1Downstream extends EventEmitter implements Downstream {
     const len = chunk.length;
     if (!this.hasBody || len === 0) return true;
     const head = this.pendingHead;
+    this.pendingHead = undefined;
+    const chunked = this.chunked;
+    // What goes before the chunk: the head (with the first chunk only) and the chunk-size line.
+    const before = (head ?? '') + (chunked ? len.toString(16) + CRLF : '');
+    if (before === '') return s.write(chunk);
     if (head !== undefined && len <= COALESCE_MAX) {
       // The usual small response: head and body in one buffer, one write (no cork, no writev).
-      this.pendingHead = undefined;
-      const size = this.chunked ? len.toString(16) + CRLF : '';
-      const out = Buffer.allocUnsafe(head.length + size.length + len + (size === '' ? 0 : 2));
-      let o = out.write(head, 0, 'latin1');
-      if (size !== '') o += out.write(size, o, 'latin1');
-      o += chunk.copy(out, o);
-      if (size !== '') out.write(CRLF, o, 'latin1');
+      const out = Buffer.allocUnsafe(before.length + len + (chunked ? 2 : 0));
+      const o = out.write(before, 0, 'latin1');
+      chunk.copy(out, o);
+      if (chunked) out.write(CRLF, o + len, 'latin1');
       return s.write(out);
     }
-    if (this.chunked) {
-      const size = len.toString(16) + CRLF;
-      s.cork();
-      if (head !== undefined) {
-        this.pendingHead = undefined;
-        s.write(head + size, 'latin1');
-      } else {
-        s.write(size, 'latin1');
-      }
-      s.write(chunk);
-      const ok = s.write(CRLF, 'latin1');
-      s.uncork();
-      return ok;
-    }
-    if (head !== undefined) {
-      this.pendingHead = undefined;
-      s.cork();
-      s.write(head, 'latin1');
-      const ok = s.write(chunk);
-      s.uncork();
-      return ok;
-    }
-    return s.write(chunk);
+    s.cork();
+    s.write(before, 'latin1');
+    let ok = s.write(chunk);
+    if (chunked) ok = s.write(CRLF, 'latin1');
+    s.uncork();
+    return ok;
   }
 
   end(trailers: HeaderMap | undefined): void {
