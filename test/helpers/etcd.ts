@@ -16,6 +16,8 @@ import * as path from 'node:path';
 export const ETCD_BIN = process.env.SAIL_TEST_ETCD ?? '/usr/bin/etcd';
 
 const START_TIMEOUT_MS = 20_000;
+/** Starts on fresh ports after a port was taken between choosing and binding it. */
+const START_ATTEMPTS = 3;
 const STOP_TIMEOUT_MS = 10_000;
 /** How much of etcd's own output to keep for error messages. */
 const MAX_LOG_CHARS = 8_000;
@@ -73,15 +75,19 @@ export class EtcdServer {
           `etcd-server package (apt-get install etcd-server; .ci/run does) or set SAIL_TEST_ETCD`,
       );
     }
-    const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'sail-etcd-'));
-    const server = new EtcdServer(dataDir, await freePort(), await freePort(), opts.tls);
-    try {
-      await server.launch();
-    } catch (err) {
-      await server.stop();
-      throw err;
+    // A free port can be taken by a parallel test before etcd binds it: new ports, a few times.
+    for (let attempt = 1; ; attempt++) {
+      const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'sail-etcd-'));
+      const server = new EtcdServer(dataDir, await freePort(), await freePort(), opts.tls);
+      try {
+        await server.launch();
+        return server;
+      } catch (err) {
+        await server.stop();
+        const raced = err instanceof Error && err.message.includes('address already in use');
+        if (!raced || attempt === START_ATTEMPTS) throw err;
+      }
     }
-    return server;
   }
 
   /** Kills etcd (SIGKILL: a crash, not a clean shutdown) and waits for it to exit. Data stays. */
