@@ -11,6 +11,7 @@ import {
   nativeAddonPath,
   socketFd,
   transparentListen,
+  transparentSocket,
 } from './index';
 
 /** Why the tests that need the addon cannot run here, or undefined when they can. */
@@ -143,13 +144,77 @@ const ROOT_REASON =
 
   it('needs CAP_NET_ADMIN: an unprivileged process gets EPERM', () => {
     if (!hasTool('setpriv')) return console.warn('skipped: setpriv (util-linux) not installed');
-    const script = `const m={exports:{}};process.dlopen(m,${JSON.stringify(nativeAddonPath())});try{m.exports.transparentListen('127.0.0.1',0,1);console.log('opened')}catch(e){console.log(e.code,e.message)}`;
-    const out = execFileSync(
-      'setpriv',
-      ['--reuid=65534', '--regid=65534', '--clear-groups', process.execPath, '-e', script],
-      { encoding: 'utf8' },
+    const unprivileged = (call: string, caps: string[] = []) =>
+      execFileSync(
+        'setpriv',
+        [
+          '--reuid=65534',
+          '--regid=65534',
+          '--clear-groups',
+          ...caps,
+          process.execPath,
+          '-e',
+          `const m={exports:{}};process.dlopen(m,${JSON.stringify(nativeAddonPath())});try{m.exports.${call};console.log('opened')}catch(e){console.log(e.code,e.message)}`,
+        ],
+        { encoding: 'utf8' },
+      ).trim();
+    const eperm = 'ERRNO_1 setsockopt(IP_TRANSPARENT) failed: Operation not permitted';
+    expect(unprivileged("transparentListen('127.0.0.1',0,1)")).toBe(eperm);
+    expect(unprivileged("transparentSocket('192.0.2.10',1337)")).toBe(eperm);
+    // What the node agent grants its proxy in tproxy mode: CAP_NET_ADMIN alone, as an ambient
+    // capability, is enough for both options and a foreign address.
+    const ambient = ['--inh-caps=-all,+net_admin', '--ambient-caps=-all,+net_admin'];
+    expect(unprivileged("transparentSocket('192.0.2.10',1337)", ambient)).toBe('opened');
+  });
+
+  it('transparentSocket: a socket bound to any address, with its mark, that Node connects', async () => {
+    // Bound to an address this host does not have: only IP_TRANSPARENT allows it.
+    const foreign = transparentSocket('192.0.2.10', 0);
+    const unbound = new net.Socket({ fd: foreign, manualStart: true } as net.SocketConstructorOpts);
+    expect(unbound.address()).toMatchObject({ address: '192.0.2.10', family: 'IPv4' });
+    unbound.destroy();
+
+    const server = net.createServer(s => s.end(`${s.remoteAddress}`));
+    await new Promise<void>(resolve => server.listen(0, '127.0.0.1', resolve));
+    const { port } = server.address() as net.AddressInfo;
+    try {
+      const fd = transparentSocket('127.0.0.1', 1337);
+      const socket = new net.Socket({ fd, manualStart: true } as net.SocketConstructorOpts);
+      const connected = new Promise<void>(resolve => socket.once('connect', resolve));
+      socket.connect(port, '127.0.0.1');
+      await connected;
+      const marks = execFileSync(
+        'ss',
+        ['-tnHe', 'state', 'established', `sport = :${socket.localPort}`],
+        {
+          encoding: 'utf8',
+        },
+      );
+      expect(marks).toContain('fwmark:0x539');
+      const reply = await new Promise<string>((resolve, reject) => {
+        let data = '';
+        socket.on('data', (d: Buffer) => (data += d.toString()));
+        socket.on('end', () => resolve(data));
+        socket.on('error', reject);
+      });
+      expect(reply).toBe('127.0.0.1');
+    } finally {
+      await new Promise(resolve => server.close(resolve));
+    }
+    // A refused connect surfaces as the socket's error, as with net.connect.
+    const refused = new net.Socket({
+      fd: transparentSocket('127.0.0.1', 0),
+      manualStart: true,
+    } as net.SocketConstructorOpts);
+    const err = await new Promise<NodeJS.ErrnoException>(resolve => {
+      refused.once('error', resolve);
+      refused.connect(port, '127.0.0.1');
+    });
+    expect(err.code).toBe('ECONNREFUSED');
+    expect(() => transparentSocket('not-an-ip', 0)).toThrow(
+      /transparentSocket: host not-an-ip is not an IPv4 or IPv6 address/,
     );
-    expect(out.trim()).toBe('ERRNO_1 setsockopt(IP_TRANSPARENT) failed: Operation not permitted');
+    expect(() => transparentSocket('127.0.0.1', -1)).toThrow(/mark must not be negative/);
   });
 });
 

@@ -22,12 +22,19 @@ export interface OriginalDst {
 interface NativeAddon {
   getOriginalDst(fd: number): OriginalDst | undefined;
   transparentListen(host: string, port: number, backlog: number): number;
+  transparentSocket(host: string, mark: number): number;
   dupFd(fd: number): number;
   closeFd(fd: number): void;
 }
 
 /** The functions the addon must export (an older build lacks the socket ones). */
-const ADDON_FUNCTIONS = ['getOriginalDst', 'transparentListen', 'dupFd', 'closeFd'] as const;
+const ADDON_FUNCTIONS = [
+  'getOriginalDst',
+  'transparentListen',
+  'transparentSocket',
+  'dupFd',
+  'closeFd',
+] as const;
 
 /** The addon's file name, in the places a build leaves it, nearest first. */
 const ADDON_FILE = 'sail_native.node';
@@ -122,6 +129,18 @@ export function getOriginalDst(fd: number): OriginalDst | undefined {
  */
 export function transparentListen(host: string, port: number, backlog = 511): number {
   return load().transparentListen(host, port, backlog);
+}
+
+/**
+ * A new, unconnected TCP socket bound to `host` (port chosen by the kernel) with IP_TRANSPARENT
+ * (IPv4) or IPV6_TRANSPARENT (IPv6), so `host` may be another machine's address, and SO_MARK
+ * `mark` when it is above 0: the proxy's connection to a local application that keeps the caller's
+ * address as its source. Close-on-exec; the caller owns the fd (wrap it in a `net.Socket` with
+ * `manualStart` and connect it).
+ * @throws Error with code `ERRNO_<n>` naming the failed call: EPERM without CAP_NET_ADMIN
+ */
+export function transparentSocket(host: string, mark = 0): number {
+  return load().transparentSocket(host, mark);
 }
 
 /** A close-on-exec duplicate of `fd` (numbered 3 or above). @throws Error for a bad fd */

@@ -14,6 +14,12 @@
 // which runs as root, creates the socket and passes it to the unprivileged proxy, which keeps no
 // capability at all. The flag stays with the socket and is inherited by every accepted connection.
 //
+// transparentSocket(host, mark): an unconnected TCP socket bound to `host` (any address, local or
+// not) with IP_TRANSPARENT / IPV6_TRANSPARENT and, when mark > 0, SO_MARK: the proxy's connection
+// to a local application that keeps the caller's address as its source (Envoy's original_src).
+// The kernel picks the port. The caller wraps it in a net.Socket and connects it. Needs
+// CAP_NET_ADMIN: the node agent grants the proxy that one capability in tproxy mode.
+//
 // dupFd(fd) / closeFd(fd): the proxy listens on a duplicate of the inherited socket, so a listener
 // that is closed and bound again (a drain) does not lose it.
 #include <node_api.h>
@@ -170,19 +176,76 @@ static napi_value get_original_dst(napi_env env, napi_callback_info info) {
   return result;
 }
 
+#ifdef __linux__
+// Fills `addr` with host:port; the family (AF_INET, AF_INET6), or AF_UNSPEC for a host that is not
+// an IP address.
+static int parse_address(const char *host, int port, struct sockaddr_storage *addr,
+                         socklen_t *addr_len) {
+  memset(addr, 0, sizeof *addr);
+  struct sockaddr_in *sin = (struct sockaddr_in *)addr;
+  struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)addr;
+  if (inet_pton(AF_INET, host, &sin->sin_addr) == 1) {
+    sin->sin_family = AF_INET;
+    sin->sin_port = htons((uint16_t)port);
+    *addr_len = sizeof *sin;
+    return AF_INET;
+  }
+  if (inet_pton(AF_INET6, host, &sin6->sin6_addr) == 1) {
+    sin6->sin6_family = AF_INET6;
+    sin6->sin6_port = htons((uint16_t)port);
+    *addr_len = sizeof *sin6;
+    return AF_INET6;
+  }
+  return AF_UNSPEC;
+}
+
+static napi_value throw_bad_host(napi_env env, const char *fn, const char *host) {
+  char msg[INET6_ADDRSTRLEN + 80];
+  snprintf(msg, sizeof msg, "%s: host %s is not an IPv4 or IPv6 address", fn, host);
+  napi_throw_type_error(env, NULL, msg);
+  return NULL;
+}
+
+// Sets IP_TRANSPARENT or IPV6_TRANSPARENT; NULL, or the name of the call that failed (errno set).
+static const char *set_transparent(int fd, int family) {
+  int one = 1;
+  if (family == AF_INET) {
+    return setsockopt(fd, SOL_IP, IP_TRANSPARENT, &one, sizeof one) == 0
+               ? NULL
+               : "setsockopt(IP_TRANSPARENT)";
+  }
+  return setsockopt(fd, SOL_IPV6, IPV6_TRANSPARENT, &one, sizeof one) == 0
+             ? NULL
+             : "setsockopt(IPV6_TRANSPARENT)";
+}
+#endif
+
+// Reads argument `i` as a string of at most INET6_ADDRSTRLEN characters into `out`, or throws a
+// TypeError naming `what`.
+static bool host_arg(napi_env env, napi_value *argv, size_t argc, size_t i, const char *what,
+                     char out[INET6_ADDRSTRLEN + 1]) {
+  napi_valuetype type = napi_undefined;
+  if (i < argc && napi_typeof(env, argv[i], &type) != napi_ok) type = napi_undefined;
+  if (type != napi_string) {
+    char msg[96];
+    snprintf(msg, sizeof msg, "%s must be a string", what);
+    napi_throw_type_error(env, NULL, msg);
+    return false;
+  }
+  size_t len = 0;
+  if (napi_get_value_string_utf8(env, argv[i], out, INET6_ADDRSTRLEN + 1, &len) != napi_ok) {
+    napi_throw_error(env, NULL, "sail_native: napi_get_value_string_utf8 failed");
+    return false;
+  }
+  return true;
+}
+
 static napi_value transparent_listen(napi_env env, napi_callback_info info) {
   size_t argc = 3;
   napi_value argv[3];
   CHECK(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  napi_valuetype type = napi_undefined;
-  if (argc >= 1) CHECK(env, napi_typeof(env, argv[0], &type));
-  if (type != napi_string) {
-    napi_throw_type_error(env, NULL, "transparentListen: host must be a string");
-    return NULL;
-  }
   char host[INET6_ADDRSTRLEN + 1];
-  size_t host_len = 0;
-  CHECK(env, napi_get_value_string_utf8(env, argv[0], host, sizeof host, &host_len));
+  if (!host_arg(env, argv, argc, 0, "transparentListen: host", host)) return NULL;
   int32_t port, backlog;
   if (!int_arg(env, argv, argc, 1, "transparentListen: port", &port)) return NULL;
   if (!int_arg(env, argv, argc, 2, "transparentListen: backlog", &backlog)) return NULL;
@@ -193,26 +256,8 @@ static napi_value transparent_listen(napi_env env, napi_callback_info info) {
 #ifdef __linux__
   struct sockaddr_storage addr;
   socklen_t addr_len;
-  memset(&addr, 0, sizeof addr);
-  int family;
-  struct sockaddr_in *sin = (struct sockaddr_in *)&addr;
-  struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)&addr;
-  if (inet_pton(AF_INET, host, &sin->sin_addr) == 1) {
-    family = AF_INET;
-    sin->sin_family = AF_INET;
-    sin->sin_port = htons((uint16_t)port);
-    addr_len = sizeof *sin;
-  } else if (inet_pton(AF_INET6, host, &sin6->sin6_addr) == 1) {
-    family = AF_INET6;
-    sin6->sin6_family = AF_INET6;
-    sin6->sin6_port = htons((uint16_t)port);
-    addr_len = sizeof *sin6;
-  } else {
-    char msg[INET6_ADDRSTRLEN + 80];
-    snprintf(msg, sizeof msg, "transparentListen: host %s is not an IPv4 or IPv6 address", host);
-    napi_throw_type_error(env, NULL, msg);
-    return NULL;
-  }
+  int family = parse_address(host, port, &addr, &addr_len);
+  if (family == AF_UNSPEC) return throw_bad_host(env, "transparentListen", host);
   int fd = socket(family, SOCK_STREAM | SOCK_CLOEXEC, IPPROTO_TCP);
   if (fd < 0) return throw_errno(env, "socket", errno);
   int one = 1, zero = 0;
@@ -221,11 +266,8 @@ static napi_value transparent_listen(napi_env env, napi_callback_info info) {
     step = "setsockopt(SO_REUSEADDR)";
   } else if (family == AF_INET6 && setsockopt(fd, SOL_IPV6, IPV6_V6ONLY, &zero, sizeof zero) != 0) {
     step = "setsockopt(IPV6_V6ONLY)";
-  } else if (family == AF_INET && setsockopt(fd, SOL_IP, IP_TRANSPARENT, &one, sizeof one) != 0) {
-    step = "setsockopt(IP_TRANSPARENT)";
-  } else if (family == AF_INET6 &&
-             setsockopt(fd, SOL_IPV6, IPV6_TRANSPARENT, &one, sizeof one) != 0) {
-    step = "setsockopt(IPV6_TRANSPARENT)";
+  } else if ((step = set_transparent(fd, family)) != NULL) {
+    // step names the failed call
   } else if (bind(fd, (struct sockaddr *)&addr, addr_len) != 0) {
     step = "bind";
   } else if (listen(fd, backlog) != 0) {
@@ -239,6 +281,38 @@ static napi_value transparent_listen(napi_env env, napi_callback_info info) {
   return int32_result(env, fd);
 #else
   napi_throw_error(env, NULL, "transparentListen: IP_TRANSPARENT is Linux only");
+  return NULL;
+#endif
+}
+
+static napi_value transparent_socket(napi_env env, napi_callback_info info) {
+  size_t argc = 2;
+  napi_value argv[2];
+  CHECK(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  char host[INET6_ADDRSTRLEN + 1];
+  if (!host_arg(env, argv, argc, 0, "transparentSocket: host", host)) return NULL;
+  int32_t mark;
+  if (!int_arg(env, argv, argc, 1, "transparentSocket: mark", &mark)) return NULL;
+#ifdef __linux__
+  struct sockaddr_storage addr;
+  socklen_t addr_len;
+  int family = parse_address(host, 0, &addr, &addr_len);
+  if (family == AF_UNSPEC) return throw_bad_host(env, "transparentSocket", host);
+  int fd = socket(family, SOCK_STREAM | SOCK_CLOEXEC, IPPROTO_TCP);
+  if (fd < 0) return throw_errno(env, "socket", errno);
+  const char *step = set_transparent(fd, family);
+  if (step == NULL && mark > 0 && setsockopt(fd, SOL_SOCKET, SO_MARK, &mark, sizeof mark) != 0) {
+    step = "setsockopt(SO_MARK)";
+  }
+  if (step == NULL && bind(fd, (struct sockaddr *)&addr, addr_len) != 0) step = "bind";
+  if (step != NULL) {
+    int err = errno;
+    close(fd);
+    return throw_errno(env, step, err);
+  }
+  return int32_result(env, fd);
+#else
+  napi_throw_error(env, NULL, "transparentSocket: IP_TRANSPARENT is Linux only");
   return NULL;
 #endif
 }
@@ -269,6 +343,7 @@ static bool export_fn(napi_env env, napi_value exports, const char *name, napi_c
 NAPI_MODULE_INIT() {
   if (!export_fn(env, exports, "getOriginalDst", get_original_dst) ||
       !export_fn(env, exports, "transparentListen", transparent_listen) ||
+      !export_fn(env, exports, "transparentSocket", transparent_socket) ||
       !export_fn(env, exports, "dupFd", dup_fd) || !export_fn(env, exports, "closeFd", close_fd)) {
     napi_throw_error(env, NULL, "sail_native: exporting the functions failed");
     return NULL;
