@@ -69,6 +69,7 @@ describe('parseNodeAgentConfig', () => {
         excludeInboundPorts: '22',
         excludeOutboundPorts: '',
         ipv6: 'auto',
+        preserveSourceAddress: true,
       },
       dns: { enabled: true, listen: '127.0.0.1:15053', resolvConf: '/etc/resolv.conf' },
       proxy: {

@@ -317,6 +317,7 @@ const captureSchema = z
     ipv6: z
       .union([z.literal('auto'), z.boolean()], { message: 'want auto, true or false' })
       .default('auto'),
+    preserveSourceAddress: z.boolean().default(true),
   })
   .prefault({});
 

@@ -17,6 +17,7 @@ import {
   captureSpecFromSettings,
   DEFAULT_INBOUND_PORT,
   TPROXY_CHILD_FD,
+  TPROXY_MARK,
   TproxySocket,
 } from './capture';
 import { DnsServer, NameTableClient, type NameTableStatus, parseResolvConf } from './dns';
@@ -277,6 +278,10 @@ export class HostMesh implements Lifecycle {
         // Its own directory: the supervisor gives it to the proxy's user.
         config: this.proxyConfig(path.join(stateDir, 'proxy')),
         ...(this.opts.proxyUser ? { user: this.opts.proxyUser } : {}),
+        // Binding a caller's address (original_src) needs CAP_NET_ADMIN, and only that.
+        ...(this.opts.proxyUser && this.keepsSourceAddress()
+          ? { capabilities: ['net_admin'] }
+          : {}),
         // Opened at the first spawn: after a proxy a crashed agent left running (holding the
         // port) was stopped.
         ...(capturing && s.capture.mode === 'tproxy'
@@ -341,6 +346,12 @@ export class HostMesh implements Lifecycle {
     return this.tproxySocket;
   }
 
+  /** Whether applications see their callers' addresses (TPROXY with capture.preserveSourceAddress). */
+  private keepsSourceAddress(): boolean {
+    const c = this.opts.settings.capture;
+    return c.mode === 'tproxy' && c.preserveSourceAddress;
+  }
+
   /** The proxy's config file (the keys of `sail proxy --config`). */
   private proxyConfig(stateDir: string): Record<string, unknown> {
     const s = this.opts.settings;
@@ -357,6 +368,7 @@ export class HostMesh implements Lifecycle {
       traffic: {
         mode: s.capture.mode === 'none' ? 'explicit' : 'capture',
         ...(s.capture.mode === 'tproxy' ? { inboundFd: TPROXY_CHILD_FD } : {}),
+        ...(this.keepsSourceAddress() ? { originalSourceMark: TPROXY_MARK } : {}),
       },
       adminListen: s.proxy.adminListen,
       accessLog: s.proxy.accessLog,

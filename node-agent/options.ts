@@ -82,6 +82,13 @@ export interface CaptureOptions {
   readonly excludeOutboundPorts: string;
   /** `auto`: ip6tables rules too where the host has IPv6 and ip6tables works. */
   readonly ipv6: 'auto' | boolean;
+  /**
+   * tproxy mode: the proxy's connections to local applications keep the caller's address as
+   * their source (Envoy's original_src), so applications see who called. The proxy then runs with
+   * CAP_NET_ADMIN (ambient, through setpriv). Default true; false keeps it capability-free, and
+   * applications see the proxy's address as with redirect.
+   */
+  readonly preserveSourceAddress: boolean;
 }
 
 /** The agent's DNS server for mesh names. */

@@ -26,6 +26,14 @@ export interface TrafficOptions {
    * as their local address.
    */
   readonly inboundFd?: number;
+  /**
+   * With `inboundFd` (TPROXY): connections from `virtualInbound` to the local application keep
+   * the caller's address as their source (Envoy's original_src): bound to it with IP_TRANSPARENT
+   * and marked with this SO_MARK, which the capture rules and the host's policy route use to bring
+   * the application's replies back to the proxy. Needs CAP_NET_ADMIN (the node agent grants it).
+   * Undefined: the application sees the proxy as its caller.
+   */
+  readonly originalSourceMark?: number;
   /** Explicit mode: host of the outbound listeners (default 127.0.0.1). */
   readonly outboundBindHost: string;
   /** Explicit mode: host of the inbound listeners (default: the node's IP from its node id). */

@@ -137,7 +137,14 @@ export class Proxy implements Lifecycle, ConfigHolder {
       labeler: this.labeler,
       ...(opts.accessLog ? { accessLogger: createAccessLogger() } : {}),
     });
-    this.clusters = new DefaultClusterManager({ logger, clock, tls: this.tls });
+    this.clusters = new DefaultClusterManager({
+      logger,
+      clock,
+      tls: this.tls,
+      ...(opts.traffic.originalSourceMark !== undefined
+        ? { originalSourceMark: opts.traffic.originalSourceMark }
+        : {}),
+    });
     this.http = new DefaultHttpConnectionManager({
       logger,
       clock,

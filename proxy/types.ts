@@ -122,6 +122,12 @@ export interface UpstreamHost {
   readonly healthy: boolean;
   /** Requests in flight (least request). Maintained by the caller through {@link UpstreamCluster}. */
   readonly activeRequests: number;
+  /**
+   * Set on a copy of a host that a connection keeping its caller's address dials
+   * (upstream/source-bound-host.ts): connect from `address` (the caller's, with IP_TRANSPARENT)
+   * to `destination` instead of the host's own address.
+   */
+  readonly source?: { readonly address: string; readonly destination: string };
 }
 
 export type CircuitBreakerKind = 'connections' | 'pending' | 'requests' | 'retries';
@@ -194,6 +200,11 @@ export interface DownstreamContext {
   readonly remotePort: number;
   /** Where the client was going (SO_ORIGINAL_DST, or the local address of an explicit listener). */
   readonly originalDst: SocketAddress;
+  /**
+   * The caller's address when connections to the local application keep it as their source
+   * (TPROXY inbound capture with `traffic.originalSourceMark`); undefined otherwise.
+   */
+  readonly originalSource?: string;
   /** Set when the chain terminated TLS. */
   readonly tls?: {
     readonly peer?: PeerIdentity;

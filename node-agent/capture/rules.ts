@@ -31,6 +31,12 @@ export const SAIL_CHAINS = {
   divert: 'SAIL_DIVERT',
   /** mangle (tproxy): TPROXY to the inbound port. */
   tproxy: 'SAIL_TPROXY',
+  /**
+   * mangle (tproxy), jumped to from OUTPUT: the proxy's connections that keep a caller's address
+   * (SO_MARK 1337) remember the mark, and the application's replies on them get it back, so the
+   * policy route brings the replies to the proxy instead of sending them to the caller.
+   */
+  reply: 'SAIL_REPLY',
 } as const;
 
 /** True for a chain name Sail owns. */
@@ -276,9 +282,11 @@ const NOT_SYN = '-m tcp ! --tcp-flags FIN,SYN,RST,ACK SYN';
  *
  * Inbound (nat PREROUTING → SAIL_INBOUND for redirect; mangle PREROUTING → SAIL_INBOUND for tproxy):
  * (redirect) TCP segments that do not open a connection RETURN; SSH 22, Sail's ports and the configured exclusions RETURN; then all (`*`) or each listed port →
- * SAIL_IN_REDIRECT (REDIRECT to inboundPort), or for tproxy: packets of sockets the proxy already
- * owns → SAIL_DIVERT (mark, accept), new ones → SAIL_TPROXY. An empty includeInboundPorts installs
- * no inbound rules at all.
+ * SAIL_IN_REDIRECT (REDIRECT to inboundPort), or for tproxy: the proxy's own marked connections
+ * to the application RETURN, packets of sockets the proxy already owns → SAIL_DIVERT (mark,
+ * accept), new ones → SAIL_TPROXY; and mangle OUTPUT → SAIL_REPLY saves the mark of the proxy's
+ * marked connections and restores it on the application's replies (original_src). An empty
+ * includeInboundPorts installs no inbound rules at all.
  *
  * @throws InvalidInputError when the spec is invalid (see {@link validateCaptureSpec})
  */
@@ -381,6 +389,22 @@ export function buildCaptureRules(s: CaptureSpec, family: CaptureFamily): Family
     const mangle: string[] = [];
     const anyIp = family === 'ipv4' ? '0.0.0.0' : '::';
     const mark = `0x${TPROXY_MARK.toString(16)}/0xffffffff`;
+    const marked = `-m mark --mark 0x${TPROXY_MARK.toString(16)}`;
+    const masks = '--nfmask 0xffffffff --ctmask 0xffffffff';
+    // The proxy's own connections to the application, from a caller's address: not TPROXYed back
+    // to it (the application listens on a wildcard address, which `-m socket` does not match).
+    mangle.push(A(C.inbound, spec({ p: 'tcp', m: marked, j: 'RETURN' })));
+    mangle.push(A(C.reply, spec({ p: 'tcp', m: marked, j: `CONNMARK --save-mark ${masks}` })));
+    mangle.push(
+      A(
+        C.reply,
+        spec({
+          p: 'tcp',
+          m: `-m connmark --mark 0x${TPROXY_MARK.toString(16)}`,
+          j: `CONNMARK --restore-mark ${masks}`,
+        }),
+      ),
+    );
     mangle.push(A(C.divert, spec({ j: `MARK --set-xmark ${mark}` })));
     mangle.push(A(C.divert, spec({ j: 'ACCEPT' })));
     mangle.push(
@@ -405,9 +429,12 @@ export function buildCaptureRules(s: CaptureSpec, family: CaptureFamily): Family
     }
     tables.push({
       table: 'mangle',
-      chains: [C.inbound, C.divert, C.tproxy],
+      chains: [C.inbound, C.divert, C.tproxy, C.reply],
       rules: mangle,
-      jumps: [{ chain: 'PREROUTING', spec: spec({ p: 'tcp', j: C.inbound }) }],
+      jumps: [
+        { chain: 'PREROUTING', spec: spec({ p: 'tcp', j: C.inbound }) },
+        { chain: 'OUTPUT', spec: spec({ p: 'tcp', j: C.reply }) },
+      ],
     });
   }
   return { family, tables };

@@ -14,7 +14,7 @@ import { makeTmpDir } from '../../test/helpers/tmp-dir';
 import { waitFor } from '../../test/helpers/wait-for';
 import { ProxySpawnError } from './errors';
 import { PID_FILE_NAME } from './pid-file';
-import { ProxySupervisor, type ProxySupervisorOptions } from './proxy-supervisor';
+import { ProxySupervisor, type ProxySupervisorOptions, withCapabilities } from './proxy-supervisor';
 import { selfCommand } from './self-command';
 
 const FAKE_PROXY = path.join(__dirname, 'testdata', 'fake-proxy.js');
@@ -246,6 +246,31 @@ describe('ProxySupervisor', () => {
     expect(events().some(e => e.startsWith(`${newPid} start`))).toBe(true);
   });
 
+  (process.getuid?.() === 0 ? it : it.skip)(
+    'runs the proxy as its user with only the capabilities asked for (root only)',
+    async () => {
+      // The child (uid 65534) writes its events here and reads its config.
+      fs.chmodSync(tmp.dir, 0o777);
+      fs.mkdirSync(path.join(tmp.dir, 'run'), { mode: 0o755 });
+      const user = { uid: 65534, gid: 65534 };
+      const { sup, events } = await make({}, { user, capabilities: ['net_admin'] });
+      await sup.start();
+      await sup.waitReady();
+      const pid = (await sup.status()).pid;
+      // setpriv ran the proxy in its own process: the pid the supervisor tracks is the proxy's.
+      expect(events()).toContain(`${pid} start uid=65534 gid=65534`);
+      // CAP_NET_ADMIN (bit 12) effective and ambient, nothing else.
+      expect(events()).toContain(`${pid} caps eff=0000000000001000 amb=0000000000001000`);
+      await sup.close();
+      // Without capabilities: none at all.
+      const { sup: plain, events: plainEvents } = await make({}, { user });
+      await plain.start();
+      await plain.waitReady();
+      const plainPid = (await plain.status()).pid;
+      expect(plainEvents()).toContain(`${plainPid} caps eff=0000000000000000 amb=0000000000000000`);
+    },
+  );
+
   it('rejects start when the command cannot run', async () => {
     const { sup } = await make({}, { command: [path.join(tmp.dir, 'no-such-sail')] });
     await expect(sup.start()).rejects.toBeInstanceOf(ProxySpawnError);
@@ -264,6 +289,28 @@ describe('ProxySupervisor', () => {
     const p = sup.waitReady(ac.signal);
     ac.abort(new Error('gave up'));
     await expect(p).rejects.toThrow('gave up');
+  });
+});
+
+describe('withCapabilities', () => {
+  it('wraps the command in setpriv: the user, no groups, the capabilities ambient, no_new_privs', () => {
+    expect(withCapabilities(['/usr/bin/sail'], { uid: 998, gid: 997 }, ['net_admin'])).toEqual([
+      expect.stringMatching(/\/setpriv$/),
+      '--reuid=998',
+      '--regid=997',
+      '--clear-groups',
+      '--inh-caps=-all,+net_admin',
+      '--ambient-caps=-all,+net_admin',
+      '--no-new-privs',
+      '--',
+      '/usr/bin/sail',
+    ]);
+  });
+
+  it('refuses a capability name that is not one', () => {
+    expect(() => withCapabilities(['sail'], { uid: 1, gid: 1 }, ['net_admin,+sys_admin'])).toThrow(
+      'invalid capability name "net_admin,+sys_admin": want e.g. net_admin',
+    );
   });
 });
 

@@ -75,6 +75,13 @@ export interface ProxySupervisorOptions {
   /** Run the child as this user (the agent is root); absent = the agent's own user. */
   readonly user?: { readonly uid: number; readonly gid: number };
   /**
+   * Capabilities the child keeps as `user` (lowercase names without `cap_`, e.g. `net_admin`),
+   * granted as ambient capabilities by util-linux's `setpriv`, which changes the user and then
+   * runs the proxy in the same process (so its pid is the proxy's), with no_new_privs. Only with
+   * `user`: a child of the agent's own user (root) has them all anyway.
+   */
+  readonly capabilities?: readonly string[];
+  /**
    * Open file descriptors of the agent the child inherits as 3, 4, … (the TPROXY listening
    * socket), asked for before each spawn: the first time after a proxy a crashed agent left
    * running was stopped, so its port is free. The agent keeps them open across restarts of the
@@ -442,8 +449,12 @@ export class ProxySupervisor implements Lifecycle {
   private async spawnChild(): Promise<Child | undefined> {
     await this.writeConfig();
     if (this.closing) return undefined;
-    const [file, ...args] = this.opts.command as [string, ...string[]];
     const user = this.opts.user;
+    const caps = user !== undefined ? (this.opts.capabilities ?? []) : [];
+    const [file, ...args] =
+      caps.length > 0 && user !== undefined
+        ? withCapabilities(this.opts.command, user, caps)
+        : (this.opts.command as [string, ...string[]]);
     const fds = this.opts.inheritFds?.() ?? [];
     let proc: ChildProcess;
     try {
@@ -459,8 +470,9 @@ export class ProxySupervisor implements Lifecycle {
         // Its own process group: a Ctrl-C in the agent's terminal reaches only the agent, which
         // then drains the proxy in order instead of both stopping at once.
         detached: true,
-        // libuv drops the supplementary groups (setgroups(0)) before setuid.
-        ...(user ? { uid: user.uid, gid: user.gid } : {}),
+        // libuv drops the supplementary groups (setgroups(0)) before setuid. setpriv does it
+        // itself when there are capabilities to keep.
+        ...(user && caps.length === 0 ? { uid: user.uid, gid: user.gid } : {}),
       });
     } catch (err) {
       throw new ProxySpawnError(`cannot run the proxy (${file}): ${(err as Error).message}`, {
@@ -509,6 +521,7 @@ export class ProxySupervisor implements Lifecycle {
         pid: child.pid,
         [LogField.path]: this.configFile,
         ...(user ? { uid: user.uid, gid: user.gid } : {}),
+        ...(caps.length > 0 ? { capabilities: caps } : {}),
       },
       'Proxy started',
     );
@@ -694,4 +707,47 @@ export class ProxySupervisor implements Lifecycle {
       timer.abort();
     }
   }
+}
+
+/** Where util-linux installs setpriv (Debian: /usr/bin; /bin is the same directory since usrmerge). */
+const SETPRIV_CANDIDATES = ['/usr/bin/setpriv', '/bin/setpriv'];
+
+/**
+ * `command` run through setpriv as `user` with `caps` as its only capabilities (ambient, so they
+ * survive the exec of a program without file capabilities) and no_new_privs.
+ * @throws ProxySpawnError when setpriv is not installed or a capability name is not one
+ * @internal exported for tests
+ */
+export function withCapabilities(
+  command: readonly string[],
+  user: { readonly uid: number; readonly gid: number },
+  caps: readonly string[],
+): [string, ...string[]] {
+  for (const c of caps) {
+    if (!/^[a-z_]+$/.test(c)) {
+      throw new ProxySpawnError(
+        `invalid capability name ${JSON.stringify(c)}: want e.g. net_admin`,
+      );
+    }
+  }
+  const setpriv = SETPRIV_CANDIDATES.find(f => fs.existsSync(f));
+  if (setpriv === undefined) {
+    throw new ProxySpawnError(
+      `cannot give the proxy ${caps.map(c => `CAP_${c.toUpperCase()}`).join(', ')}: setpriv (util-linux) is not installed (looked in ${SETPRIV_CANDIDATES.join(', ')})`,
+    );
+  }
+  const list = `-all,${caps.map(c => `+${c}`).join(',')}`;
+  return [
+    setpriv,
+    `--reuid=${user.uid}`,
+    `--regid=${user.gid}`,
+    '--clear-groups',
+    `--inh-caps=${list}`,
+    `--ambient-caps=${list}`,
+    // Nothing it runs can gain more (systemd sets this on the agent too). Its bounding set stays
+    // the agent's: cutting it needs CAP_SETPCAP, which the agent's unit does not grant.
+    '--no-new-privs',
+    '--',
+    ...command,
+  ];
 }

@@ -69,6 +69,8 @@ traffic:
   inboundListen: 127.0.0.1:0
   outboundBindHost: 127.0.0.2
   inboundBindHost: 10.1.2.4
+  inboundFd: 3
+  originalSourceMark: 1337
 adminListen: '[::1]:16000'
 metricsListen: 127.0.0.1:16090
 accessLog: true
@@ -92,6 +94,8 @@ logLevel: debug
         inboundListen: '127.0.0.1:0',
         outboundBindHost: '127.0.0.2',
         inboundBindHost: '10.1.2.4',
+        inboundFd: 3,
+        originalSourceMark: 1337,
       },
       adminListen: '[::1]:16000',
       metricsListen: '127.0.0.1:16090',
@@ -190,6 +194,16 @@ logLevel: debug
       name: 'refuses an inbound fd that is not a number',
       text: `${MINIMAL}traffic: { inboundFd: three }\n`,
       want: `${FILE}: traffic.inboundFd: want a file descriptor number`,
+    },
+    {
+      name: 'refuses a source mark without the TPROXY socket',
+      text: `${MINIMAL}traffic: { originalSourceMark: 1337 }\n`,
+      want: `${FILE}: traffic.originalSourceMark: needs traffic.inboundFd: a caller's address is kept only for TPROXY capture (capture.mode tproxy)`,
+    },
+    {
+      name: 'refuses a source mark out of range',
+      text: `${MINIMAL}traffic: { inboundFd: 3, originalSourceMark: 0 }\n`,
+      want: `${FILE}: traffic.originalSourceMark: want a packet mark (a number from 1 to 2147483647)`,
     },
     {
       name: 'refuses a pilot address without port',

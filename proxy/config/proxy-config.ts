@@ -115,8 +115,24 @@ const trafficSchema = z
       .int({ message: 'want a file descriptor number' })
       .min(3, { message: 'want an inherited file descriptor (3 or above)' })
       .optional(),
+    originalSourceMark: z
+      .number({ message: 'want a packet mark (a number from 1 to 2147483647)' })
+      .int({ message: 'want a packet mark (a number from 1 to 2147483647)' })
+      .min(1, { message: 'want a packet mark (a number from 1 to 2147483647)' })
+      .max(0x7fffffff, { message: 'want a packet mark (a number from 1 to 2147483647)' })
+      .optional(),
     outboundBindHost: zIp.default(DEFAULT_OUTBOUND_BIND_HOST),
     inboundBindHost: zIp.optional(),
+  })
+  .superRefine((t, ctx) => {
+    if (t.originalSourceMark !== undefined && t.inboundFd === undefined) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['originalSourceMark'],
+        message:
+          "needs traffic.inboundFd: a caller's address is kept only for TPROXY capture (capture.mode tproxy)",
+      });
+    }
   })
   .prefault({});
 
@@ -296,6 +312,7 @@ function resolve(
       ...(t.outboundListen !== undefined ? { outboundListen: t.outboundListen } : {}),
       ...(t.inboundListen !== undefined ? { inboundListen: t.inboundListen } : {}),
       ...(t.inboundFd !== undefined ? { inboundFd: t.inboundFd } : {}),
+      ...(t.originalSourceMark !== undefined ? { originalSourceMark: t.originalSourceMark } : {}),
       outboundBindHost: t.outboundBindHost,
       // Explicit inbound listeners bind the workload's address, which the node id carries.
       inboundBindHost: t.inboundBindHost ?? node.ip,

@@ -194,6 +194,7 @@ export class DefaultHttpConnectionManager implements HttpConnectionManager {
     this.sockets.add(s);
     s.once('close', () => {
       this.sockets.delete(s);
+      conn.close();
       if (this.sockets.size === 0 && this.idleWaiters.length > 0) {
         for (const w of this.idleWaiters.splice(0)) w();
       }

@@ -54,12 +54,13 @@ import {
   pickWeightedCluster,
   rewritePath,
 } from './routing';
-import type {
-  UpstreamFailure,
-  UpstreamListener,
+import { dialHost } from '../upstream/source-bound-host';
+import {
+  type UpstreamFailure,
+  type UpstreamListener,
   UpstreamPools,
-  UpstreamRequest,
-  UpstreamRequestHead,
+  type UpstreamRequest,
+  type UpstreamRequestHead,
 } from './upstream-pool';
 
 /** Methods that may be retried after the request reached the upstream (RFC 9110 §9.2.2). */
@@ -137,6 +138,8 @@ export class ConnState {
   /** The downstream socket (set by the manager), closed after the last response when draining. */
   socket: { end(): void } | undefined;
   private xfcc: string | null | undefined;
+  /** This connection's own pools when it keeps its caller's address (see {@link poolsFor}). */
+  private ownPools: UpstreamPools | undefined;
 
   constructor(
     readonly handler: HttpHandler,
@@ -146,6 +149,24 @@ export class ConnState {
     /** `addr:port` of the client, for the access log. */
     readonly remote: string,
   ) {}
+
+  /**
+   * The pools an upstream request of this connection uses: the manager's, shared by every
+   * connection; or, when this connection keeps its caller's address (original_src), pools of its
+   * own, since their connections are bound to that address and no other caller may use them.
+   * Bounded by the connection: {@link close} releases them.
+   */
+  poolsFor(env: ExchangeEnv): UpstreamPools {
+    if (this.ctx.originalSource === undefined) return env.pools;
+    this.ownPools ??= new UpstreamPools(env.clusters, env.log, env.pools.h1Client);
+    return this.ownPools;
+  }
+
+  /** The downstream connection closed: its own upstream connections close too. */
+  close(): void {
+    this.ownPools?.close();
+    this.ownPools = undefined;
+  }
 
   /** This hop's XFCC element, computed once per connection; undefined without a peer cert. */
   xfccElement(localPrincipal: () => string): string | undefined {
@@ -561,14 +582,16 @@ export class Exchange implements UpstreamListener {
       this.down.protocol,
       this.env.meshUpstreamProtocol,
     );
-    sink.request = this.env.pools.request(
-      host,
-      cluster.config,
-      protocol,
-      { method: head.method, path: head.path, authority, scheme: head.scheme, headers },
-      sink,
-      this.bodyDone,
-    );
+    sink.request = this.conn
+      .poolsFor(this.env)
+      .request(
+        dialHost(host, this.conn.ctx),
+        cluster.config,
+        protocol,
+        { method: head.method, path: head.path, authority, scheme: head.scheme, headers },
+        sink,
+        this.bodyDone,
+      );
     (this.mirrors ??= []).push(sink);
   }
 
@@ -616,7 +639,9 @@ export class Exchange implements UpstreamListener {
       this.down.writeContinue();
     }
     const endStream = this.bodyDone && this.requestBytes === 0;
-    const u = this.env.pools.request(host, cluster.config, protocol, head, this, endStream);
+    const u = this.conn
+      .poolsFor(this.env)
+      .request(dialHost(host, ctx), cluster.config, protocol, head, this, endStream);
     this.attempt = u;
     const retry = this.action?.retry;
     if (retry?.perTryTimeoutMs !== undefined && retry.perTryTimeoutMs > 0) {

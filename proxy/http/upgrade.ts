@@ -8,6 +8,7 @@ import type * as net from 'node:net';
 import { performance } from 'node:perf_hooks';
 import { PEER_METADATA_HEADER, type PeerMetadata, type UpstreamHost } from '../types';
 import { newRequestId } from './request-id';
+import { dialHost } from '../upstream/source-bound-host';
 import { type ConnState, type ExchangeEnv, routeTableOf } from './exchange';
 import {
   type HeaderMap,
@@ -328,7 +329,7 @@ export function handleUpgrade(
   });
   const alpn = upstreamAlpn(host, 'http/1.1');
   tunnel
-    .run(head, input.method, path, out, () => env.clusters.connect(host, alpn))
+    .run(head, input.method, path, out, () => env.clusters.connect(dialHost(host, conn.ctx), alpn))
     .catch((err: unknown) => {
       env.log.warn({ err }, 'Upgrade relay failed');
       socket.destroy();

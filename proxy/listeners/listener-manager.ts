@@ -689,6 +689,11 @@ export class ListenerManager {
       remoteAddress: plainAddress(p.socket.remoteAddress),
       remotePort: p.socket.remotePort ?? 0,
       originalDst: p.originalDst,
+      // TPROXY keeps the caller's address on the packets; with original_src the connection to the
+      // application keeps it too.
+      ...(p.binding.plan.fd !== undefined && this.opts.traffic.originalSourceMark !== undefined
+        ? { originalSource: plainAddress(p.socket.remoteAddress) }
+        : {}),
       ...(tlsInfo ? { tls: tlsInfo } : {}),
       connectionSecurity: tlsInfo?.peer ? 'mutual_tls' : 'none',
     };

@@ -10,6 +10,7 @@ import type * as tls from 'node:tls';
 import { type Clock, systemClock } from '../../common/clock';
 import type { Logger } from '../../common/logging';
 import { BLACKHOLE_CLUSTER, type TcpProxyHandler } from '../model';
+import { dialHost } from '../upstream/source-bound-host';
 import {
   type ClusterManager,
   type DownstreamContext,
@@ -212,7 +213,9 @@ class TcpSession {
       return;
     }
     this.opened();
-    this.proxy.clusters.connect(host).then(this.onConnected, this.onConnectFailed);
+    this.proxy.clusters
+      .connect(dialHost(host, this.ctx))
+      .then(this.onConnected, this.onConnectFailed);
   }
 
   /** Labels the connection and counts it opened; once per connection. */

@@ -6,6 +6,7 @@
 import * as net from 'node:net';
 import * as tls from 'node:tls';
 import { type Clock, systemClock } from '../../common/clock';
+import { transparentSocket } from '../../common/native';
 import { LogField, type Logger } from '../../common/logging';
 import type { ProxyConfig } from '../model';
 import type {
@@ -28,6 +29,11 @@ export interface ClusterManagerOptions {
   readonly clock?: Clock;
   /** Resolves DNS cluster host names. Default: `getaddrinfo`, IPv4 when there is any. */
   readonly resolver?: HostResolver;
+  /**
+   * `traffic.originalSourceMark`: hosts with a `source` are dialed from it with IP_TRANSPARENT
+   * and this SO_MARK. Undefined: every connection is a plain one.
+   */
+  readonly originalSourceMark?: number;
 }
 
 /** An upstream connect failure; `code` says which (`ETIMEDOUT`, `ECONNREFUSED`, `UPSTREAM_TLS`…). */
@@ -42,6 +48,10 @@ export class DefaultClusterManager implements ClusterManager {
   private readonly resolver: HostResolver;
   private readonly tls: TlsProvider;
   private readonly clusters = new Map<string, UpstreamClusterImpl>();
+  /** Cleared when the proxy may not bind a foreign address (no CAP_NET_ADMIN): said once. */
+  private originalSourceMark: number | undefined;
+  /** `address:port` of local applications found listening on loopback only (said once each). */
+  private readonly loopbackOnly = new Set<string>();
   private closed = false;
 
   constructor(opts: ClusterManagerOptions) {
@@ -49,6 +59,7 @@ export class DefaultClusterManager implements ClusterManager {
     this.clock = opts.clock ?? systemClock;
     this.resolver = opts.resolver ?? lookupAll;
     this.tls = opts.tls;
+    this.originalSourceMark = opts.originalSourceMark;
   }
 
   update(config: ProxyConfig): void {
@@ -89,7 +100,10 @@ export class DefaultClusterManager implements ClusterManager {
     const keepalive = config?.tcpKeepalive;
     const transportTls = host.transport.tls;
     return new Promise<net.Socket>((resolve, reject) => {
-      const raw = net.connect({ host: host.address, port: host.port, noDelay: true });
+      const dialed = this.dial(host);
+      let raw = dialed.socket;
+      // Dialed from the caller's address (to the address it called, for a loopback host).
+      let fromSource = dialed.fromSource;
       let secure: tls.TLSSocket | undefined;
       let settled = false;
       const fail = (err: Error) => {
@@ -108,7 +122,26 @@ export class DefaultClusterManager implements ClusterManager {
         secure?.off('error', onTlsError);
         resolve(socket);
       };
-      const onRawError = (err: Error) => fail(err);
+      const onRawError = (err: Error) => {
+        const source = host.source;
+        if (
+          fromSource &&
+          source !== undefined &&
+          source.destination !== host.address &&
+          (err as NodeJS.ErrnoException).code === 'ECONNREFUSED'
+        ) {
+          // The application listens on loopback only: it is reachable, but not from the
+          // caller's address. Connect as without original_src.
+          fromSource = false;
+          this.warnLoopbackOnly(host);
+          raw.destroy();
+          raw = net.connect({ host: host.address, port: host.port, noDelay: true });
+          raw.once('error', onRawError);
+          raw.once('connect', onRawConnect);
+          return;
+        }
+        fail(err);
+      };
       const onTlsError = (err: Error) =>
         fail(
           connectError(
@@ -127,8 +160,7 @@ export class DefaultClusterManager implements ClusterManager {
           ),
         );
       }, timeoutMs);
-      raw.once('error', onRawError);
-      raw.once('connect', () => {
+      const onRawConnect = () => {
         if (keepalive) raw.setKeepAlive(true, (keepalive.timeSeconds ?? 0) * 1000);
         if (!transportTls) {
           done(raw);
@@ -179,8 +211,51 @@ export class DefaultClusterManager implements ClusterManager {
           }
           done(s);
         });
-      });
+      };
+      raw.once('error', onRawError);
+      raw.once('connect', onRawConnect);
     });
+  }
+
+  /**
+   * A connecting socket to `host`: bound to its `source` address when it has one and the proxy
+   * may (Envoy's original_src), else a plain `net.connect`.
+   */
+  private dial(host: UpstreamHost): { socket: net.Socket; fromSource: boolean } {
+    const source = host.source;
+    const mark = this.originalSourceMark;
+    if (source !== undefined && mark !== undefined) {
+      let fd: number | undefined;
+      try {
+        fd = transparentSocket(source.address, mark);
+      } catch (err) {
+        // Without CAP_NET_ADMIN nothing will work: say so once and keep connecting as before.
+        this.originalSourceMark = undefined;
+        this.log.error(
+          { err },
+          "traffic.originalSourceMark: cannot bind a caller's address (the proxy needs CAP_NET_ADMIN, which the node agent grants in capture mode tproxy); applications see the proxy as their caller",
+        );
+      }
+      if (fd !== undefined) {
+        const socket = new net.Socket({ fd, manualStart: true } as net.SocketConstructorOpts);
+        socket.setNoDelay(true);
+        return { socket: socket.connect(host.port, source.destination), fromSource: true };
+      }
+    }
+    return {
+      socket: net.connect({ host: host.address, port: host.port, noDelay: true }),
+      fromSource: false,
+    };
+  }
+
+  private warnLoopbackOnly(host: UpstreamHost): void {
+    const where = `${host.address}:${String(host.port)}`;
+    if (this.loopbackOnly.has(where)) return;
+    this.loopbackOnly.add(where);
+    this.log.warn(
+      { [LogField.address]: where, cluster: host.cluster },
+      "The application listens on loopback only, where connections cannot come from the caller's address: it sees the proxy as its caller (listen on the host's address, or 0.0.0.0, to see callers)",
+    );
   }
 
   close(): void {

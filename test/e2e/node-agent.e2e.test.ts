@@ -541,6 +541,10 @@ run('node agent e2e: three VMs in network namespaces', () => {
       );
       const reply = s.http?.lastOk as unknown as HttpReply;
       expect(reply.version).toBe('v1'); // the VirtualService: everyone else → v1
+      // vm2 captures with TPROXY and keeps the caller's address (original_src): its application
+      // sees vm1, where the call came from, not its own proxy.
+      expect(reply.node).toBe('vm2');
+      expect(reply.remoteAddress).toBe(L().ip('vm1'));
       const xfcc = String(reply.headers['x-forwarded-client-cert']);
       expect(xfcc).toContain(`URI=${spiffeIdOf('productpage')}`);
       expect(xfcc).toContain(`By=${spiffeIdOf('reviews')}`);

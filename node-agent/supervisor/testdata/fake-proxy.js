@@ -17,6 +17,10 @@ const event = line => {
 if (config.exitCode !== undefined) process.exit(config.exitCode);
 
 event(`start uid=${process.getuid()} gid=${process.getgid()}`);
+const caps = fs
+  .readFileSync('/proc/self/status', 'utf8')
+  .match(/^CapEff:\s+(\S+)$[\s\S]*^CapAmb:\s+(\S+)$/m);
+if (caps) event(`caps eff=${caps[1]} amb=${caps[2]}`);
 event(
   `env NOTIFY_SOCKET=${process.env.NOTIFY_SOCKET ?? ''} FAKE_MARK=${process.env.FAKE_MARK ?? ''}`,
 );
