@@ -285,7 +285,7 @@ export class HostMesh implements Lifecycle {
         // Opened at the first spawn: after a proxy a crashed agent left running (holding the
         // port) was stopped.
         ...(capturing && s.capture.mode === 'tproxy'
-          ? { inheritFds: () => [this.openTproxySocket().fd] }
+          ? { inheritFds: async () => [(await this.openTproxySocket()).fd] }
           : {}),
         ...(s.proxy.nodeOptions ? { env: { NODE_OPTIONS: s.proxy.nodeOptions } } : {}),
         adminAddress: s.proxy.adminListen,
@@ -334,10 +334,23 @@ export class HostMesh implements Lifecycle {
     );
   }
 
-  /** The transparent inbound socket, opened on first use. @throws CaptureError */
-  private openTproxySocket(): TproxySocket {
+  /**
+   * The transparent inbound socket, opened on first use. A proxy that was just stopped (one a
+   * crashed agent left running) may still hold the port for a moment after it is reported gone
+   * (its threads exit after the main one): the port is tried again for a few seconds.
+   * @throws CaptureError
+   */
+  private async openTproxySocket(): Promise<TproxySocket> {
     if (!this.tproxySocket) {
-      this.tproxySocket = TproxySocket.open(DEFAULT_INBOUND_PORT);
+      this.tproxySocket = await TproxySocket.openWhenFree(DEFAULT_INBOUND_PORT, {
+        clock: this.opts.clock,
+        onBusy: () => {
+          this.log.warn(
+            { port: DEFAULT_INBOUND_PORT },
+            'The TPROXY port is still in use; trying again (a proxy that was just stopped may still hold it)',
+          );
+        },
+      });
       this.log.info(
         { host: this.tproxySocket.host, port: this.tproxySocket.port },
         'Opened the transparent inbound socket for TPROXY',

@@ -1,4 +1,5 @@
 import * as net from 'node:net';
+import { systemClock } from '../../common/clock';
 import { isNativeAddonAvailable } from '../../common/native';
 import { TproxySocket } from './tproxy-socket';
 
@@ -38,6 +39,39 @@ if (reason) console.warn(`skipping TproxySocket tests: ${reason}`);
           `capture.mode tproxy: cannot open the transparent inbound socket on port ${port}: bind failed: Address already in use: port ${port} is in use`,
         ),
       });
+    } finally {
+      await new Promise(resolve => taken.close(resolve));
+    }
+  });
+
+  it('waits for a port in use to be freed (a proxy that was just stopped), then opens it', async () => {
+    const taken = net.createServer();
+    await new Promise<void>(resolve => taken.listen(0, '::', resolve));
+    const { port } = taken.address() as net.AddressInfo;
+    let busy = 0;
+    setTimeout(() => taken.close(), 300);
+    const started = Date.now();
+    const s = await TproxySocket.openWhenFree(port, {
+      clock: systemClock,
+      onBusy: () => busy++,
+    });
+    try {
+      expect(s.port).toBe(port);
+      expect(busy).toBe(1);
+      expect(Date.now() - started).toBeGreaterThanOrEqual(250);
+    } finally {
+      s.close();
+    }
+  });
+
+  it('gives up with the refusal when the port stays in use', async () => {
+    const taken = net.createServer();
+    await new Promise<void>(resolve => taken.listen(0, '::', resolve));
+    const { port } = taken.address() as net.AddressInfo;
+    try {
+      await expect(
+        TproxySocket.openWhenFree(port, { clock: systemClock, waitMs: 300 }),
+      ).rejects.toMatchObject({ code: 'AGENT_CAPTURE_TPROXY_LISTEN_FAILED' });
     } finally {
       await new Promise(resolve => taken.close(resolve));
     }

@@ -6,8 +6,13 @@
  * once, the proxy inherits it at each start (as fd 3) and listens on it, and the agent closes it
  * when it stops. Connections that arrive while the proxy restarts wait in the backlog.
  */
+import type { Clock } from '../../common/clock';
 import { closeFd, transparentListen } from '../../common/native';
 import { CaptureError } from './errors';
+
+/** How long {@link TproxySocket.openWhenFree} waits for a port in use, and how often it tries. */
+export const BUSY_WAIT_MS = 5_000;
+const BUSY_RETRY_MS = 100;
 
 /** The fd the proxy sees the socket as (the first after stdin, stdout and stderr). */
 export const TPROXY_CHILD_FD = 3;
@@ -45,6 +50,28 @@ export class TproxySocket {
       }
     }
     throw listenFailed(port, v6Error);
+  }
+
+  /**
+   * {@link open}, tried again every {@link BUSY_RETRY_MS} while the port is in use, for at most
+   * `waitMs` (default {@link BUSY_WAIT_MS}); `onBusy` is called once, at the first refusal.
+   * @throws CaptureError as open() does, the last refusal when the port stayed in use
+   */
+  static async openWhenFree(
+    port: number,
+    opts: { clock: Clock; waitMs?: number; onBusy?: () => void },
+  ): Promise<TproxySocket> {
+    const deadline = opts.clock.now() + (opts.waitMs ?? BUSY_WAIT_MS);
+    for (let attempt = 0; ; attempt++) {
+      try {
+        return TproxySocket.open(port);
+      } catch (err) {
+        const inUse = ((err as Error).cause as { code?: string } | undefined)?.code === 'ERRNO_98';
+        if (!inUse || opts.clock.now() >= deadline) throw err;
+        if (attempt === 0) opts.onBusy?.();
+      }
+      await opts.clock.sleep(BUSY_RETRY_MS);
+    }
   }
 
   /** Closes the agent's copy. Idempotent. */

@@ -85,9 +85,10 @@ export interface ProxySupervisorOptions {
    * Open file descriptors of the agent the child inherits as 3, 4, … (the TPROXY listening
    * socket), asked for before each spawn: the first time after a proxy a crashed agent left
    * running was stopped, so its port is free. The agent keeps them open across restarts of the
-   * proxy and closes them itself. An error it throws fails start() (or that restart) as it is.
+   * proxy and closes them itself. An error it throws (or rejects with) fails start() (or that
+   * restart) as it is.
    */
-  readonly inheritFds?: () => readonly number[];
+  readonly inheritFds?: () => readonly number[] | Promise<readonly number[]>;
   /** Extra environment of the child, over the agent's own (minus NOTIFY_SOCKET and the like). */
   readonly env?: Readonly<Record<string, string>>;
   /** The proxy admin address to poll /ready on, e.g. 127.0.0.1:15000. */
@@ -455,7 +456,7 @@ export class ProxySupervisor implements Lifecycle {
       caps.length > 0 && user !== undefined
         ? withCapabilities(this.opts.command, user, caps)
         : (this.opts.command as [string, ...string[]]);
-    const fds = this.opts.inheritFds?.() ?? [];
+    const fds = (await this.opts.inheritFds?.()) ?? [];
     let proc: ChildProcess;
     try {
       proc = spawn(file, [...args, 'proxy', '--config', this.configFile], {
