@@ -154,6 +154,7 @@ const APP_FILES = {
     'echo "service=web"',
     'echo "node=$(cat /etc/hostname)"',
     'echo "xfcc=$HTTP_X_FORWARDED_CLIENT_CERT"',
+    'echo "remote=$REMOTE_ADDR"',
     '',
   ].join('\n'),
 };
@@ -222,7 +223,7 @@ run('Debian packages in booted VMs (systemd-nspawn)', () => {
   }
 
   /** The client's call: vm2 → http://web:9080/cgi-bin/whoami, by name, through both proxies. */
-  async function callWeb(): Promise<{ node: string; xfcc: string }> {
+  async function callWeb(): Promise<{ node: string; xfcc: string; remote: string }> {
     const body = await V('vm2').run(
       ['curl', '-sS', '--fail', '--max-time', '3', `http://web:${APP_PORT}/cgi-bin/whoami`],
       { timeoutMs: 10_000 },
@@ -233,14 +234,14 @@ run('Debian packages in booted VMs (systemd-nspawn)', () => {
         .find(l => l.startsWith(`${k}=`))
         ?.slice(k.length + 1) ?? '';
     if (field('service') !== 'web') throw new Error(`not the web app's answer: ${body}`);
-    return { node: field('node'), xfcc: field('xfcc') };
+    return { node: field('node'), xfcc: field('xfcc'), remote: field('remote') };
   }
 
   /** Polls {@link callWeb} until it answers from vm1 with the client's identity. */
   async function untilTalking(
     what: string,
     timeoutMs = 30_000,
-  ): Promise<{ node: string; xfcc: string }> {
+  ): Promise<{ node: string; xfcc: string; remote: string }> {
     return waitFor(
       async () => {
         const r = await callWeb();
@@ -509,6 +510,9 @@ run('Debian packages in booted VMs (systemd-nspawn)', () => {
     const r = await timed('first call by name', () => untilTalking('vm2 → web over mTLS'));
     expect(r.xfcc).toContain(`By=${spiffeId('web')}`);
     expect(r.xfcc).toContain(`URI=${spiffeId('client')}`);
+    // vm1 takes it by TPROXY and keeps the caller's address: under the unit's hardening, the
+    // agent gave its proxy CAP_NET_ADMIN (setpriv), and the app sees vm2, not 127.0.0.1.
+    expect(r.remote).toBe(L().ip('vm2'));
     // From cp (no agent, no certificate) straight to vm1's port: STRICT refuses it.
     const plain = await V(CP).exec(
       ['curl', '-sS', '--max-time', '3', `http://${L().ip('vm1')}:${APP_PORT}/cgi-bin/whoami`],
