@@ -18,7 +18,9 @@ import type {
 } from '../model';
 import { type FileTlsProvider, serverSocketOptions } from '../tls';
 import type { LbContext, TlsProvider, UpstreamCluster, UpstreamHost } from '../types';
+import { isNativeAddonAvailable } from '../../common/native';
 import { DefaultClusterManager } from './cluster-manager';
+import { SourceBoundHost } from './source-bound-host';
 
 const UNLIMITED = 2 ** 32 - 1;
 const TD = 'cluster.local';
@@ -645,6 +647,82 @@ describe('DefaultClusterManager', () => {
       const echoed = new Promise<string>(r => s.once('data', d => r(d.toString())));
       s.write('ping');
       expect(await echoed).toBe('ping');
+    });
+
+    describe("from the caller's address (original_src; root: IP_TRANSPARENT)", () => {
+      const root = process.getuid?.() === 0 && isNativeAddonAvailable();
+      const sourced = (base: UpstreamHost, address: string, destination: string) =>
+        new SourceBoundHost(base, address, destination);
+      function markedManager(): DefaultClusterManager {
+        const m = new DefaultClusterManager({
+          logger: logs.logger,
+          tls: NO_TLS,
+          clock,
+          originalSourceMark: 1337,
+        });
+        managers.push(m);
+        return m;
+      }
+      const remoteOf = (server: net.Server) =>
+        new Promise<string>(r =>
+          server.once('connection', (c: net.Socket) => r(c.remoteAddress ?? '')),
+        );
+
+      (root ? it : it.skip)('binds the source and dials the destination', async () => {
+        // Any loopback address is this host's: 127.0.0.7 stands for a caller, and the server on
+        // 127.0.0.1 for the address it dialed.
+        const server = net.createServer();
+        const port = await listen(server);
+        const m = markedManager();
+        m.update(config([staticCluster(port)]));
+        const seen = remoteOf(server);
+        const s = await m.connect(sourced(m.get('conn')!.pick({})!, '127.0.0.7', '127.0.0.1'));
+        sockets.push(s);
+        expect(await seen).toBe('127.0.0.7');
+        expect(s.localAddress).toBe('127.0.0.7');
+      });
+
+      (root ? it : it.skip)(
+        'connects as without when the application listens on loopback only, and says so once',
+        async () => {
+          // The app listens on 127.0.0.1 only; the address the caller dialed (127.0.0.3) refuses.
+          const server = net.createServer();
+          const port = await listen(server);
+          const m = markedManager();
+          m.update(config([staticCluster(port)]));
+          for (let i = 0; i < 2; i++) {
+            const seen = remoteOf(server);
+            const s = await m.connect(sourced(m.get('conn')!.pick({})!, '127.0.0.7', '127.0.0.3'));
+            sockets.push(s);
+            expect(await seen).toBe('127.0.0.1');
+          }
+          const warned = logs.entries.filter(e => /listens on loopback only/.test(e.msg));
+          expect(warned).toHaveLength(1);
+          expect(warned[0]).toMatchObject({ address: `127.0.0.1:${port}`, cluster: 'conn' });
+        },
+      );
+
+      (root ? it : it.skip)(
+        'connects as without when no socket can be bound, and says so once',
+        async () => {
+          const server = net.createServer();
+          const port = await listen(server);
+          const m = markedManager();
+          m.update(config([staticCluster(port)]));
+          for (let i = 0; i < 2; i++) {
+            const seen = remoteOf(server);
+            // What a proxy without CAP_NET_ADMIN meets at every connect; here, a bad address.
+            const s = await m.connect(
+              sourced(m.get('conn')!.pick({})!, 'not-an-address', '127.0.0.1'),
+            );
+            sockets.push(s);
+            expect(await seen).toBe('127.0.0.1');
+          }
+          expect(
+            logs.entries.filter(e => /cannot bind a caller's address/.test(e.msg)),
+          ).toHaveLength(1);
+        },
+      );
     });
 
     it('fails with ECONNREFUSED when nothing listens', async () => {

@@ -545,6 +545,9 @@ run('node agent e2e: three VMs in network namespaces', () => {
       // sees vm1, where the call came from, not its own proxy.
       expect(reply.node).toBe('vm2');
       expect(reply.remoteAddress).toBe(L().ip('vm1'));
+      // The same for plain TCP; vm3 (REDIRECT) sees its proxy instead.
+      const tcp = s.tcp?.lastOk as { node?: string; remoteAddress?: string };
+      expect(tcp.remoteAddress).toBe(tcp.node === 'vm2' ? L().ip('vm1') : '127.0.0.1');
       const xfcc = String(reply.headers['x-forwarded-client-cert']);
       expect(xfcc).toContain(`URI=${spiffeIdOf('productpage')}`);
       expect(xfcc).toContain(`By=${spiffeIdOf('reviews')}`);

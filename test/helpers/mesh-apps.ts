@@ -10,14 +10,16 @@
  *        ( --interval-ms 100 [--status 127.0.0.1:9181] | --once [--count N] )
  *   node mesh-apps.js probe  --host H --port P [--send TEXT] [--until-newline] [--timeout-ms 3000]
  *
- * serve, on 0.0.0.0 (with capture the inbound proxy delivers to 127.0.0.1:PORT, also bound):
+ * serve, on 0.0.0.0 (with capture the inbound proxy delivers to 127.0.0.1:PORT, also bound; under
+ *   TPROXY to the host's own address, from the caller's):
  *   HTTP :9080  GET /            → 200 {service, version, node, method, path, remoteAddress, headers}
  *                                  (headers as seen, x-forwarded-client-cert among them)
  *               GET /health      → 200 {"status":"ok"}, or 500 {"status":"unhealthy"}
  *               POST|GET /admin/unhealthy, /admin/healthy  → flips /health
  *   gRPC :9090  /sail.test.Echo/Call (echo-grpc.ts's service; raw bytes) → JSON
  *               {service, version, node, metadata}
- *   TCP  :9100  each line received → one JSON line {service, version, node, echo: line}
+ *   TCP  :9100  each line received → one JSON line
+ *               {service, version, node, echo: line, remoteAddress}
  *   prints {"event":"listening",…} once all three are bound.
  *
  * client: each round calls every configured target once (in parallel) and counts the results
@@ -156,7 +158,9 @@ async function serve(args: Args): Promise<void> {
       while ((nl = buf.indexOf('\n')) >= 0) {
         const line = buf.slice(0, nl);
         buf = buf.slice(nl + 1);
-        sock.write(`${JSON.stringify({ ...who, echo: line })}\n`);
+        sock.write(
+          `${JSON.stringify({ ...who, echo: line, remoteAddress: sock.remoteAddress ?? '' })}\n`,
+        );
       }
     });
     sock.on('end', () => sock.end());
