@@ -335,6 +335,8 @@ describeDeb('Debian packages and systemd units', () => {
       expect(svc.get('KillMode')).toEqual(['mixed']);
       expect(svc.get('NoNewPrivileges')).toEqual(['yes']);
       expect(svc.get('ProtectSystem')).toEqual(['strict']);
+      expect(svc.get('SystemCallFilter')).toEqual(['@system-service']);
+      expect(svc.get('SystemCallErrorNumber')).toEqual(['EPERM']);
       expect(svc.get('ProtectHome')).toEqual(['yes']);
       expect(svc.get('PrivateTmp')).toEqual(['yes']);
       expect(svc.get('StandardOutput')).toEqual(['journal']);

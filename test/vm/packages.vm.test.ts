@@ -502,6 +502,27 @@ run('Debian packages in booted VMs (systemd-nspawn)', () => {
         expect(await vm.run(['sail', 'status'])).toMatch(
           new RegExp(`^Capture:\\s+${mode} via iptables-\\S+, installed`, 'm'),
         );
+        // The unit's SystemCallFilter holds for the agent and the proxy it started (seccomp
+        // filter mode 2), and the proxy has CAP_NET_ADMIN (bit 12) only under TPROXY, which keeps
+        // the callers' addresses.
+        const procStatus = (pid: string) => vm.run(['cat', `/proc/${pid.trim()}/status`]);
+        const agentPid = await vm.run([
+          'systemctl',
+          'show',
+          '-p',
+          'MainPID',
+          '--value',
+          'sail-node-agent',
+        ]);
+        expect(await procStatus(agentPid)).toMatch(/^Seccomp:\s+2$/m);
+        const proxy = await procStatus(await vm.run(['pgrep', '-u', 'sail-proxy', '-o']));
+        expect(proxy).toMatch(/^Seccomp:\s+2$/m);
+        expect(proxy).toMatch(
+          new RegExp(
+            `^CapEff:\\s+${mode === 'tproxy' ? '0000000000001000' : '0000000000000000'}$`,
+            'm',
+          ),
+        );
       }
     },
   );
