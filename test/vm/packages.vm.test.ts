@@ -9,7 +9,8 @@
  *   vm1  10.A.B.11  sail-node-agent.deb, `sail join`, `systemctl enable --now sail-node-agent`;
  *                   app `web` (busybox httpd :9080, a CGI that echoes the caller's identity);
  *                   joined with `--capture-mode tproxy`
- *   vm2  10.A.B.12  sail-node-agent.deb, joined the same way; the client: curl http://web:9080/
+ *   vm2  10.A.B.12  sail-node-agent.deb, joined the same way; the client: curl http://web:9080/;
+ *                   a legacy firewall rule of its own first, so capture uses iptables-legacy
  *
  * The LAN resolver of the lab answers on 10.A.B.2:53 (each VM's resolv.conf); the VMs have no
  * route off the machine. dist/ is bind-mounted read-only at /mnt/dist in every VM.
@@ -126,8 +127,17 @@ const NODES = {
     ports: [`http:${APP_PORT}`],
     serves: true,
     capture: 'tproxy',
+    firewall: 'nft',
   },
-  vm2: { sa: 'client', labels: 'app=client', ports: [] as string[], serves: false, capture: '' },
+  // vm2 has a legacy firewall rule of its own before joining: capture goes to iptables-legacy.
+  vm2: {
+    sa: 'client',
+    labels: 'app=client',
+    ports: [] as string[],
+    serves: false,
+    capture: '',
+    firewall: 'legacy',
+  },
 } as const;
 type Vm = keyof typeof NODES;
 const VMS = Object.keys(NODES) as Vm[];
@@ -451,6 +461,21 @@ run('Debian packages in booted VMs (systemd-nspawn)', () => {
             ])
           ).trim();
           vm.writeFile('/root/root-cert.pem', root);
+          if (NODES[name].firewall === 'legacy') {
+            // A host whose own firewall is iptables-legacy: capture must join it there (and
+            // iptables-legacy take its lock, /run/xtables.lock, under ProtectSystem=strict).
+            await vm.run([
+              'iptables-legacy',
+              '-A',
+              'INPUT',
+              '-p',
+              'tcp',
+              '--dport',
+              '7',
+              '-j',
+              'ACCEPT',
+            ]);
+          }
           await vm.run([
             'sail',
             'join',
@@ -500,7 +525,7 @@ run('Debian packages in booted VMs (systemd-nspawn)', () => {
         );
         const mode = NODES[name].capture || 'redirect';
         expect(await vm.run(['sail', 'status'])).toMatch(
-          new RegExp(`^Capture:\\s+${mode} via iptables-\\S+, installed`, 'm'),
+          new RegExp(`^Capture:\\s+${mode} via iptables-${NODES[name].firewall}, installed`, 'm'),
         );
         // The unit's SystemCallFilter holds for the agent and the proxy it started (seccomp
         // filter mode 2), and the proxy has CAP_NET_ADMIN (bit 12) only under TPROXY, which keeps
