@@ -71,7 +71,12 @@ describe('parseNodeAgentConfig', () => {
         ipv6: 'auto',
         preserveSourceAddress: true,
       },
-      dns: { enabled: true, listen: '127.0.0.1:15053', resolvConf: '/etc/resolv.conf' },
+      dns: {
+        enabled: true,
+        listen: '127.0.0.1:15053',
+        resolvConf: '/etc/resolv.conf',
+        stripSearchDomains: true,
+      },
       proxy: {
         enabled: true,
         user: 'sail-proxy',

@@ -348,6 +348,7 @@ export const nodeAgentFileSchema = z.strictObject({
           }),
         )
         .optional(),
+      stripSearchDomains: z.boolean().default(true),
     })
     .prefault({}),
   proxy: z
@@ -473,6 +474,7 @@ function resolve(
       listen: file.dns.listen,
       resolvConf: abs(file.dns.resolvConf),
       ...(file.dns.upstreams ? { upstreams: file.dns.upstreams } : {}),
+      stripSearchDomains: file.dns.stripSearchDomains,
     },
     proxy: {
       enabled: file.proxy.enabled,

@@ -80,14 +80,19 @@ function identityPems(
 
 /** The nameservers of `dns.resolvConf`: where the host's applications send their queries. */
 export function resolvConfNameservers(settings: NodeAgentSettings): string[] {
+  return hostResolvConf(settings).nameservers;
+}
+
+/** `dns.resolvConf`'s nameservers and search domains; none of either when it does not exist. */
+function hostResolvConf(settings: NodeAgentSettings): { nameservers: string[]; search: string[] } {
   let text: string;
   try {
     text = fs.readFileSync(settings.dns.resolvConf, 'utf8');
   } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return [];
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return { nameservers: [], search: [] };
     throw err;
   }
-  return parseResolvConf(text, settings.dns.listen).nameservers;
+  return parseResolvConf(text, settings.dns.listen);
 }
 
 /**
@@ -176,8 +181,11 @@ export class HostMesh implements Lifecycle {
     const capturing = s.proxy.enabled && s.capture.mode !== 'none';
     // The host's resolvers, read once: where DNS forwards to, and what capture sends to it.
     let hostNameservers: string[] = [];
+    let searchDomains: string[] = [];
     if (s.dns.enabled) {
-      hostNameservers = resolvConfNameservers(s);
+      const resolv = hostResolvConf(s);
+      hostNameservers = resolv.nameservers;
+      if (s.dns.stripSearchDomains) searchDomains = resolv.search;
       this.dnsUpstreams = s.dns.upstreams ? [...s.dns.upstreams] : hostNameservers;
       if (this.dnsUpstreams.length === 0)
         this.log.warn(
@@ -227,6 +235,7 @@ export class HostMesh implements Lifecycle {
         listen: s.dns.listen,
         upstreams: this.dnsUpstreams,
         namespace: s.workload.namespace,
+        searchDomains,
       });
       this.dns = dns;
       await dns.start();

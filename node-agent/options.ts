@@ -99,6 +99,11 @@ export interface DnsOptions {
   readonly resolvConf: string;
   /** Explicit upstream nameservers (IP or IP:PORT), instead of resolvConf's. */
   readonly upstreams?: readonly string[];
+  /**
+   * Answer a mesh name followed by one of resolvConf's `search` domains as the mesh name
+   * (`reviews.corp.example` → `reviews`), instead of forwarding it. Default true.
+   */
+  readonly stripSearchDomains: boolean;
 }
 
 /** Proxy supervision. `enabled: false` means identity only. */

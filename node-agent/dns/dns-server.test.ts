@@ -226,6 +226,29 @@ describe('DnsServer', () => {
     expect(await silent.resolver.resolve4('api.example.com')).toEqual(['240.0.0.9']);
   });
 
+  it("answers a mesh name with one of the host's search domains, without asking the upstream", async () => {
+    // A silent upstream: glibc's first try, reviews.<search domain>, must not wait on it.
+    upstream.silent = true;
+    const { resolver, registry } = await start({
+      searchDomains: ['corp.example'],
+      upstreamTimeoutMs: 300,
+    });
+    const t0 = Date.now();
+    expect((await resolver.resolve4('reviews.corp.example')).sort()).toEqual([
+      '10.1.0.5',
+      '10.1.0.6',
+    ]);
+    expect(await resolver.resolve6('ratings.other.corp.example')).toEqual(['fd00::7']);
+    expect(Date.now() - t0).toBeLessThan(250);
+    expect(upstream.received).toEqual([]);
+    expect(await counter(registry, 'mesh')).toBe(2);
+    // Any other name under the search domain is the upstream's.
+    await expect(resolver.resolve4('nosuch.corp.example')).rejects.toMatchObject({
+      code: 'ESERVFAIL',
+    });
+    expect(upstream.received.map(q => q.name)).toEqual(['nosuch.corp.example']);
+  });
+
   it('tries each upstream in turn', async () => {
     const good = new FakeUpstream(new Map([['example.test', ['192.0.2.77']]]));
     await good.start();

@@ -29,6 +29,12 @@ export interface DnsServerOptions {
   readonly namespace: string;
   /** Default `cluster.local`. */
   readonly domainSuffix?: string;
+  /**
+   * The host's resolv.conf `search` domains: `reviews.corp.example` is answered as `reviews`
+   * when `reviews` is a mesh name, so a search-path lookup never waits on the upstreams (nor
+   * fails while they are down). Default none.
+   */
+  readonly searchDomains?: readonly string[];
   /** How long to wait for each upstream before trying the next one. Default 2000 ms. */
   readonly upstreamTimeoutMs?: number;
   /** TTL of mesh answers. Default 30 s. */
@@ -126,12 +132,17 @@ export class DnsServer implements Lifecycle {
     this.ttl = opts.ttlSeconds ?? 30;
     this.maxInFlight = opts.maxInFlight ?? 1024;
     this.metrics = new DnsMetrics(opts.registry);
-    this.index = new NameIndex(new Map(), opts.namespace, opts.domainSuffix);
+    this.index = new NameIndex(new Map(), opts.namespace, opts.domainSuffix, opts.searchDomains);
   }
 
   /** Replaces the mesh names at once (queries in progress finish with the old table). */
   setTable(table: ReadonlyMap<string, NameTableEntry>): void {
-    this.index = new NameIndex(table, this.opts.namespace, this.opts.domainSuffix);
+    this.index = new NameIndex(
+      table,
+      this.opts.namespace,
+      this.opts.domainSuffix,
+      this.opts.searchDomains,
+    );
     this.metrics.names.set(this.index.size);
     this.log.debug({ names: this.index.size }, 'DNS name table updated');
   }

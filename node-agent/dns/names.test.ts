@@ -36,6 +36,36 @@ describe('NameIndex', () => {
     expect(index.lookup(name)?.host).toBe(host);
   });
 
+  describe("with the host's search domains", () => {
+    const searching = new NameIndex(table, 'default', 'cluster.local', [
+      'corp.example.',
+      'eu.corp.example',
+      '',
+    ]);
+    it.each([
+      // glibc tries `reviews` with each search domain before `reviews` itself.
+      ['reviews.corp.example', 'reviews.default.svc.cluster.local'],
+      ['reviews.eu.corp.example.', 'reviews.default.svc.cluster.local'],
+      ['reviews.shop.CORP.example', 'reviews.shop'],
+      ['api.example.com.corp.example', 'api.example.com'],
+      // Only a search domain is stripped, and only one, and only at a label boundary.
+      ['reviews.example', undefined],
+      ['reviews.corp.example.corp.example', undefined],
+      ['xreviews.corp.example', undefined],
+      ['reviewscorp.example', undefined],
+      ['corp.example', undefined],
+      ['nosuch.corp.example', undefined],
+      // Names of the table are answered as themselves.
+      ['reviews.shop', 'reviews.shop'],
+    ])('%s → %s', (name, host) => {
+      expect(searching.lookup(name)?.host).toBe(host);
+    });
+
+    it('strips nothing without search domains', () => {
+      expect(index.lookup('reviews.corp.example')).toBeUndefined();
+    });
+  });
+
   it('splits families and counts hostnames', () => {
     expect(index.lookup('reviews')).toEqual({
       host: 'reviews.default.svc.cluster.local',

@@ -36,12 +36,22 @@ export function canonicalName(name: string): string {
  */
 export class NameIndex {
   private readonly names = new Map<string, MeshAnswer>();
+  /** The host's search domains (canonical), longest first. */
+  private readonly search: readonly string[];
 
   constructor(
     table: ReadonlyMap<string, NameTableEntry>,
     namespace: string,
     domainSuffix = 'cluster.local',
+    /**
+     * The host's `search` domains: a mesh name followed by one of them is the mesh name (glibc
+     * asks `reviews.corp.example` before `reviews`), answered here instead of forwarded.
+     */
+    searchDomains: readonly string[] = [],
   ) {
+    this.search = [...new Set(searchDomains.map(canonicalName).filter(d => d !== ''))].sort(
+      (a, b) => b.length - a.length,
+    );
     const hosts = [...table.keys()].sort();
     const answers = new Map<string, MeshAnswer>();
     for (const host of hosts) {
@@ -66,9 +76,22 @@ export class NameIndex {
     }
   }
 
-  /** The mesh name `name` (any case, trailing dot or not) stands for, if any. */
+  /**
+   * The mesh name `name` (any case, trailing dot or not) stands for, if any: the name itself, or
+   * the name without one of the host's search domains (a name of the table always wins).
+   */
   lookup(name: string): MeshAnswer | undefined {
-    return this.names.get(canonicalName(name));
+    const n = canonicalName(name);
+    const exact = this.names.get(n);
+    if (exact || this.search.length === 0) return exact;
+    for (const d of this.search) {
+      const cut = n.length - d.length - 1;
+      if (cut > 0 && n.endsWith(d) && n.charCodeAt(cut) === 0x2e /* . */) {
+        const stripped = this.names.get(n.slice(0, cut));
+        if (stripped) return stripped;
+      }
+    }
+    return undefined;
   }
 
   /** How many hostnames (not counting short forms) the index answers. */

@@ -512,9 +512,13 @@ run('node agent e2e: three VMs in network namespaces', () => {
 
     it('mesh names resolve through the agent, and non-mesh names still reach the LAN resolver', async () => {
       const l = L();
-      // `reviews` resolves to its VIP (the LAN resolver does not know it).
+      // `reviews` resolves to its VIP (the LAN resolver does not know it). glibc asks
+      // `reviews.lan` first (resolv.conf says `search lan`): the agent answers that as `reviews`,
+      // so the LAN resolver is not asked at all.
+      const asked = l.dnsQueries().length;
       const reviews = await l.run('vm1', ['getent', 'ahostsv4', 'reviews']);
       expect(reviews.split(/\s+/)[0]).toBe(l.vip(1));
+      expect(l.dnsQueries().slice(asked).map(q => q.name)).not.toContain('reviews.lan');
       const agentMetrics = async () => (await agentStatus('vm1', '/metrics')).body;
       const forwarded = (m: string) =>
         sample(m, 'sail_agent_dns_requests_total', 'result="forwarded"');
