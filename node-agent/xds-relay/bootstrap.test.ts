@@ -19,6 +19,7 @@ describe('grpcBootstrap', () => {
         },
       ],
       node: { id: 'proxyless~vm-1.default', locality: {}, metadata: { NAMESPACE: 'default' } },
+      server_listener_resource_name_template: 'xds.istio.io/grpc/lds/inbound/%s',
       certificate_providers: {
         default: {
           plugin_name: 'file_watcher',
@@ -39,6 +40,7 @@ describe('grpcBootstrap', () => {
     );
     expect(info.xdsServers[0]).toMatchObject({ server_uri: 'unix:///run/sail/xds.sock' });
     expect(info.node.id).toBe('proxyless~vm-1.default');
+    expect(info.serverListenerResourceNameTemplate).toBe('xds.istio.io/grpc/lds/inbound/%s');
     expect(info.certificateProviders).toEqual({
       default: {
         pluginName: 'file_watcher',

@@ -17,6 +17,12 @@ export const DEFAULT_XDS_SOCKET = '/run/sail/xds.sock';
  */
 export const GRPC_CERT_PROVIDER_INSTANCE = 'default';
 /**
+ * Where a proxyless gRPC server (`XdsServer`) listening on HOST:PORT finds its listener: the
+ * bootstrap's `server_listener_resource_name_template`, Istio's value, which pilot serves
+ * (pilot/xds/generate/listeners.ts GRPC_SERVER_LISTENER_PREFIX).
+ */
+export const GRPC_SERVER_LISTENER_TEMPLATE = 'xds.istio.io/grpc/lds/inbound/%s';
+/**
  * How often gRPC re-reads the certificate files. The agent renews at half the lifetime (hours),
  * so a minute is plenty and costs three small reads per minute per process.
  */
@@ -61,6 +67,7 @@ export interface GrpcBootstrap {
     readonly locality: Readonly<Record<string, string>>;
     readonly metadata: { readonly NAMESPACE: string };
   };
+  readonly server_listener_resource_name_template: string;
   readonly certificate_providers: Readonly<
     Record<
       string,
@@ -82,9 +89,8 @@ export interface GrpcBootstrap {
  * with insecure channel credentials (the socket is local; the agent adds mTLS toward pilot),
  * `xds_v3`, the node id with its namespace, and the certificate provider `default` reading the
  * agent's certificate files, which pilot's ISTIO_MUTUAL clusters name for mutual TLS.
- *
- * No `server_listener_resource_name_template`: pilot does not serve gRPC server listeners yet, so
- * an `XdsServer` fails at construction with a clear message instead of never serving.
+ * `server_listener_resource_name_template` lets gRPC servers (`XdsServer`) take their listener,
+ * and with it their mTLS, from pilot.
  * @throws Error when socketPath or certsDir is not absolute, or nodeId/namespace is empty
  */
 export function grpcBootstrap(opts: GrpcBootstrapOptions): GrpcBootstrap {
@@ -109,6 +115,7 @@ export function grpcBootstrap(opts: GrpcBootstrapOptions): GrpcBootstrap {
     ],
     // grpc-js-xds requires `locality` (empty is fine: pilot does not use the client's locality).
     node: { id: nodeId, locality: {}, metadata: { NAMESPACE: opts.namespace } },
+    server_listener_resource_name_template: GRPC_SERVER_LISTENER_TEMPLATE,
     certificate_providers: {
       [GRPC_CERT_PROVIDER_INSTANCE]: {
         plugin_name: 'file_watcher',

@@ -7,6 +7,9 @@
  *
  *   app (child) ──unix socket, plaintext──▶ XdsRelay ──mTLS, host cert──▶ pilot
  *   app (child) ──────── (mutual TLS with XdsChannelCredentials) ───────▶ echo servers
+ *
+ * One of the echo servers is itself proxyless: a grpc-js-xds XdsServer (child process) on the
+ * echo host, with that host's own relay and bootstrap, taking its listener and mTLS from pilot.
  */
 import * as child from 'node:child_process';
 import * as fs from 'node:fs';
@@ -36,6 +39,7 @@ import {
   writeIdentity,
 } from '../helpers/proxy-pair';
 import { TestRegistrationAgent } from '../helpers/registration-agent';
+import { freePort } from '../helpers/sail-process';
 import { makeTmpDir } from '../helpers/tmp-dir';
 import { waitFor } from '../helpers/wait-for';
 
@@ -159,6 +163,34 @@ class AppProcess {
   }
 }
 
+/**
+ * A proxyless gRPC server: grpc-js-xds's XdsServer on 127.0.0.1:PORT (argv), configured only by
+ * GRPC_XDS_BOOTSTRAP. Its listener, and so its mTLS, comes from pilot through the host's relay.
+ * It answers `xds-server:` and the caller's SANs (`none` without a client certificate), and
+ * prints {listening: PORT} once it serves (XdsServer calls back from bindAsync only then: after
+ * its listener came from pilot).
+ */
+const XDS_SERVER_SCRIPT = `
+const grpc = require('@grpc/grpc-js');
+const xds = require('@grpc/grpc-js-xds');
+xds.register();
+const raw = b => b;
+const server = new xds.XdsServer();
+server.addService(
+  { Call: { path: ${JSON.stringify(ECHO_METHOD)}, requestStream: false, responseStream: false,
+      requestSerialize: raw, requestDeserialize: raw, responseSerialize: raw, responseDeserialize: raw } },
+  { Call: (call, cb) => {
+      const san = call.getAuthContext().sslPeerCertificate?.subjectaltname;
+      cb(null, Buffer.from('xds-server:' + (san || 'none')));
+  } },
+);
+server.bindAsync('127.0.0.1:' + process.argv[1],
+  new xds.XdsServerCredentials(grpc.ServerCredentials.createInsecure()), (err, port) => {
+    if (err) { process.stderr.write(err.message + '\\n'); process.exit(1); }
+    process.stdout.write(JSON.stringify({ listening: port }) + '\\n');
+  });
+`;
+
 /** A gRPC echo server that requires a client certificate from the mesh and answers with its SPIFFE ID. */
 async function startMtlsEchoServer(
   id: IdentityFiles,
@@ -227,6 +259,9 @@ describe('proxyless gRPC through the node agent xDS relay', () => {
   let plain: EchoServer;
   let late: EchoServer;
   let mtls: { port: number; close: () => void };
+  let xdsServer: child.ChildProcess;
+  let xdsServerOut = '';
+  let xdsPort: number;
   let registration: TestRegistrationAgent;
   let appIdentity: IdentityFiles;
   let relay: XdsRelay;
@@ -246,6 +281,7 @@ describe('proxyless gRPC through the node agent xDS relay', () => {
     plain = await startEchoServer('plain');
     late = await startEchoServer('late');
     mtls = await startMtlsEchoServer(echoIdentity);
+    xdsPort = await freePort();
     closers.push(
       () => plain.close(),
       () => late.close(),
@@ -257,6 +293,7 @@ describe('proxyless gRPC through the node agent xDS relay', () => {
       serviceEntry('strict-echo', 'grpc-strict'),
       serviceEntry('impostor-echo', 'grpc-impostor'),
       serviceEntry('late-echo', 'grpc-late'),
+      serviceEntry('xds-echo', 'grpc-xds'),
       // secure-echo: mTLS because a DestinationRule says ISTIO_MUTUAL.
       destinationRule('secure-echo', {}),
       // strict-echo: mTLS because the server's port is STRICT (pilot's proxyless auto mTLS).
@@ -266,7 +303,10 @@ describe('proxyless gRPC through the node agent xDS relay', () => {
         metadata: { name: 'echo', namespace: NAMESPACE },
         spec: {
           selector: { matchLabels: { app: 'echo' } },
-          portLevelMtls: { [String(mtls.port)]: { mode: 'STRICT' } },
+          portLevelMtls: {
+            [String(mtls.port)]: { mode: 'STRICT' },
+            [String(xdsPort)]: { mode: 'STRICT' },
+          },
         },
       },
       // impostor-echo: the client expects another identity than the server's.
@@ -288,11 +328,54 @@ describe('proxyless gRPC through the node agent xDS relay', () => {
           { name: 'grpc-strict', port: mtls.port },
           { name: 'grpc-impostor', port: mtls.port },
           { name: 'grpc-late', port: late.port },
+          { name: 'grpc-xds', port: xdsPort },
         ],
       },
     });
     closers.push(() => registration.close());
     await registration.start();
+
+    // The echo host runs a proxyless gRPC server too: its own relay, bootstrap and identity.
+    const echoCerts = path.join(tmp.dir, 'vm-echo', 'certs');
+    await writeIdentity(echoCerts, echoIdentity);
+    const echoSocket = path.join(tmp.dir, 'vm-echo', 'run', 'xds.sock');
+    const echoRelay = new XdsRelay({
+      logger,
+      registry: new prom.Registry(),
+      socketPath: echoSocket,
+      pilotAddress: cp.pilotAddress,
+      pilotSpiffeId: cp.pilotSpiffeId,
+      identity: (): RelayIdentity => echoIdentity,
+      reconnectBackoff: { initialMs: 100, maxMs: 1_000 },
+    });
+    closers.push(() => echoRelay.close());
+    await echoRelay.start();
+    const echoBootstrap = path.join(tmp.dir, 'vm-echo', 'run', 'grpc-bootstrap.json');
+    fs.writeFileSync(
+      echoBootstrap,
+      JSON.stringify(
+        grpcBootstrap({
+          socketPath: echoSocket,
+          nodeId: proxylessNodeId('vm-echo', NAMESPACE),
+          namespace: NAMESPACE,
+          certsDir: echoCerts,
+          refreshInterval: '5s',
+        }),
+      ),
+    );
+    xdsServer = child.spawn(process.execPath, ['-e', XDS_SERVER_SCRIPT, String(xdsPort)], {
+      cwd: REPO_ROOT,
+      env: { ...process.env, GRPC_XDS_BOOTSTRAP: echoBootstrap, GRPC_XDS_BOOTSTRAP_CONFIG: '' },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    xdsServer.stdout!.on('data', (d: Buffer) => (xdsServerOut += d.toString()));
+    xdsServer.stderr!.on('data', (d: Buffer) => (xdsServerOut += d.toString()));
+    closers.push(async () => {
+      if (xdsServer.exitCode !== null || xdsServer.signalCode !== null) return;
+      const exited = new Promise(r => xdsServer.once('exit', r));
+      xdsServer.kill('SIGKILL');
+      await exited;
+    });
 
     // The application's host: its certificate files, the relay, the bootstrap.
     appIdentity = await cp.enroll('vm-app', 'app');
@@ -362,6 +445,25 @@ describe('proxyless gRPC through the node agent xDS relay', () => {
     expect(await app.callUntilAnswered(target('strict-echo'), { secure: true })).toBe(
       `mtls:${spiffeIdOf('app')}`,
     );
+  });
+
+  it('serves a proxyless gRPC server (XdsServer) its listener, with STRICT mutual TLS, from pilot', async () => {
+    // The server asked pilot for xds.istio.io/grpc/lds/inbound/127.0.0.1:PORT through its
+    // host's relay, and serves once the listener came: TLS with the echo host's certificate,
+    // a client certificate required (the port is STRICT).
+    await waitFor(() => /"listening":/.test(xdsServerOut), {
+      timeoutMs: 15_000,
+      what: 'the XdsServer serving',
+    }).catch((err: unknown) => {
+      throw new Error(`${(err as Error).message}; its output: ${xdsServerOut}`);
+    });
+    expect(await app.callUntilAnswered(target('xds-echo'), { secure: true })).toBe(
+      `xds-server:URI:${spiffeIdOf('app')}`,
+    );
+    // A plaintext client gets nowhere.
+    const plaintext = await app.call(target('xds-echo'), { timeoutMs: 2_000 });
+    expect(plaintext.value).toBeUndefined();
+    expect(plaintext.code).toBe(grpc.status.UNAVAILABLE);
   });
 
   it("refuses a server whose identity is not the one pilot's settings expect", async () => {

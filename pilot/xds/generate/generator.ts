@@ -19,6 +19,7 @@ import { clusterLoadAssignment, type Flavor } from './endpoints';
 import {
   outboundListeners,
   proxylessListener,
+  proxylessServerListener,
   virtualInboundListener,
   virtualOutboundListener,
 } from './listeners';
@@ -143,7 +144,7 @@ export class XdsGenerator implements Generator {
         for (const name of wanted) {
           const resource =
             type === LISTENER_TYPE
-              ? proxylessListener(scope, name)
+              ? (proxylessServerListener(scope, name) ?? proxylessListener(scope, name))
               : proxylessRouteConfig(scope, name)?.config;
           if (resource) out.push({ name, resource });
         }

@@ -4,8 +4,11 @@
  * route configuration `"PORT"`; TCP ports: tcp_proxy), or passes it through / drops it per the
  * outbound traffic policy; `virtualInbound` on the inbound capture port terminates mesh mTLS as
  * PeerAuthentication says and hands traffic to `inbound|PORT||`. Proxyless gRPC clients: an API
- * listener per `HOST:PORT` they ask for, pointing at the route configuration of the same name.
+ * listener per `HOST:PORT` they ask for, pointing at the route configuration of the same name;
+ * proxyless gRPC servers (`XdsServer`): a listener per address they listen on, named by the
+ * bootstrap's template `xds.istio.io/grpc/lds/inbound/HOST:PORT`, with the port's mTLS.
  */
+import { parseHostPort } from '../../../common/config';
 import type { TCPRoute } from '../../config/types';
 import type { Service } from '../../registry/types';
 import { inboundPorts } from './inbound';
@@ -19,8 +22,8 @@ import {
   VIRTUAL_OUTBOUND_LISTENER,
 } from './names';
 import { destinationCluster, proxylessRouteConfig, type RouteContext } from './routes';
-import type { ProxyScope } from './scope';
-import { istioMutualDownstream, MESH_ALPN_MATCH } from './tls';
+import { peerAuthenticationMode, type ProxyScope } from './scope';
+import { grpcMutualDownstream, istioMutualDownstream, MESH_ALPN_MATCH } from './tls';
 import {
   FILTERS,
   isHttp2Protocol,
@@ -318,6 +321,65 @@ export function proxylessListener(scope: ProxyScope, name: string): Obj | undefi
           httpFilters,
         },
       },
+    };
+  });
+}
+
+/**
+ * The bootstrap's `server_listener_resource_name_template` (Istio's): a proxyless gRPC server
+ * listening on HOST:PORT asks for the listener of this name with `%s` = HOST:PORT.
+ */
+export const GRPC_SERVER_LISTENER_PREFIX = 'xds.istio.io/grpc/lds/inbound/';
+
+/**
+ * The listener a proxyless gRPC server (`XdsServer`) asks for, `xds.istio.io/grpc/lds/inbound/
+ * HOST:PORT`: its address, and one filter chain whose HttpConnectionManager serves every call
+ * locally (a route with `non_forwarding_action`, the router filter). The port's mTLS mode, as
+ * PeerAuthentication sets it for this workload (the sidecar's inbound rule), decides the TLS, to
+ * match what proxyless clients send (clusters.ts: mTLS to a port only when it is STRICT): STRICT
+ * is mutual TLS with the workload certificate, a mesh client certificate required; PERMISSIVE and
+ * DISABLE are plaintext (gRPC cannot serve TLS and plaintext on one port). Undefined for a name
+ * that is not such a listener.
+ */
+export function proxylessServerListener(scope: ProxyScope, name: string): Obj | undefined {
+  if (!name.startsWith(GRPC_SERVER_LISTENER_PREFIX)) return undefined;
+  const hp = parseHostPort(name.slice(GRPC_SERVER_LISTENER_PREFIX.length));
+  if (!hp) return undefined;
+  return memo(scope.push.cache, `xdsgen|lds|grpc-server|${scope.key}|${name}`, () => {
+    const declared = inboundPorts(scope).find(p => p.port === hp.port);
+    const mtls =
+      declared?.mtls ??
+      peerAuthenticationMode(scope.push, scope.namespace, scope.proxy.labels, hp.port);
+    const route = `inbound|${hp.port}||`;
+    return {
+      name,
+      address: socketAddress(hp.host, hp.port),
+      filterChains: [
+        {
+          name: route,
+          filters: [
+            {
+              name: FILTERS.httpConnectionManager,
+              typedConfig: {
+                '@type': TYPES.httpConnectionManager,
+                statPrefix: route,
+                routeConfig: {
+                  name: route,
+                  virtualHosts: [
+                    {
+                      name: route,
+                      domains: ['*'],
+                      routes: [{ match: { prefix: '/' }, nonForwardingAction: {} }],
+                    },
+                  ],
+                },
+                httpFilters: [typedFilter(FILTERS.router, TYPES.router)],
+              },
+            },
+          ],
+          ...(mtls === 'STRICT' ? { transportSocket: grpcMutualDownstream() } : {}),
+        },
+      ],
     };
   });
 }

@@ -598,3 +598,86 @@ describe('proxyless EDS', () => {
     });
   });
 });
+
+describe('proxyless gRPC servers (XdsServer)', () => {
+  // The server host: its workload serves reviews on 9080 (and an undeclared 7000).
+  const server = proxy('proxyless', { ip: '10.0.0.1', labels: { app: 'reviews' } });
+  const name = (hostPort: string) => `xds.istio.io/grpc/lds/inbound/${hostPort}`;
+
+  function serverListener(push: PushContext, hostPort: string): Obj {
+    const out = gen.generate(LISTENER_TYPE, server, push, [name(hostPort)]);
+    expect(out.map(r => r.name)).toEqual([name(hostPort)]);
+    expectGrpcAccepts(LISTENER_TYPE, out);
+    return out[0]!.resource as Obj;
+  }
+
+  type Chain = {
+    name: string;
+    filters: { typedConfig: Obj }[];
+    transportSocket?: { typedConfig: Obj };
+  };
+  const chainOf = (l: Obj) => (l.filterChains as Chain[])[0]!;
+
+  it('serves the listening address with a non-forwarding route and the router filter', () => {
+    const l = serverListener(reviewsPush(), '0.0.0.0:9080');
+    expect(l.address).toEqual({ socketAddress: { address: '0.0.0.0', portValue: 9080 } });
+    expect(l.filterChains as Obj[]).toHaveLength(1);
+    const hcm = chainOf(l).filters[0]!.typedConfig;
+    expect(hcm.routeConfig).toEqual({
+      name: 'inbound|9080||',
+      virtualHosts: [
+        {
+          name: 'inbound|9080||',
+          domains: ['*'],
+          routes: [{ match: { prefix: '/' }, nonForwardingAction: {} }],
+        },
+      ],
+    });
+    expect((hcm.httpFilters as Obj[]).map(f => f.name)).toEqual(['envoy.filters.http.router']);
+    expect(serverListener(reviewsPush(), '[::]:9080').address).toEqual({
+      socketAddress: { address: '::', portValue: 9080 },
+    });
+  });
+
+  it("takes the port's mTLS from PeerAuthentication: STRICT requires a client certificate, else plaintext", () => {
+    const tlsOf = (configs: ConfigObject[], hostPort = '10.0.0.1:9080') =>
+      chainOf(serverListener(reviewsPush({ configs }), hostPort)).transportSocket?.typedConfig;
+    const strict = tlsOf([
+      config('PeerAuthentication', 'default', 'default', { mtls: { mode: 'STRICT' } }),
+    ]);
+    expect(strict).toEqual({
+      '@type': 'type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext',
+      commonTlsContext: {
+        tlsCertificateProviderInstance: { instanceName: 'default', certificateName: 'default' },
+        combinedValidationContext: {
+          defaultValidationContext: {
+            caCertificateProviderInstance: { instanceName: 'default', certificateName: 'ROOTCA' },
+          },
+        },
+      },
+      requireClientCertificate: { value: true },
+    });
+    // PERMISSIVE (the default): plaintext, which is what proxyless clients send to such a port.
+    expect(tlsOf([])).toBeUndefined();
+    // DISABLE on the port: plaintext.
+    expect(
+      tlsOf([
+        config('PeerAuthentication', 'default', 'reviews', {
+          selector: { matchLabels: { app: 'reviews' } },
+          portLevelMtls: { '9080': { mode: 'DISABLE' } },
+        }),
+      ]),
+    ).toBeUndefined();
+    // A port no service declares follows the workload's policy too.
+    expect(
+      tlsOf(
+        [config('PeerAuthentication', 'default', 'default', { mtls: { mode: 'STRICT' } })],
+        '10.0.0.1:7000',
+      ),
+    ).toMatchObject({ requireClientCertificate: { value: true } });
+  });
+
+  it('answers nothing for a malformed listening address', () => {
+    expect(gen.generate(LISTENER_TYPE, server, reviewsPush(), [name('nowhere')])).toEqual([]);
+  });
+});

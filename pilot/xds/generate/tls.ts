@@ -119,6 +119,33 @@ export function grpcMutualUpstream(sans: readonly string[]): Obj {
   });
 }
 
+/**
+ * The server side of mesh mTLS in a proxyless gRPC server (`XdsServer`, gRPC A29/A36): the
+ * workload certificate and the mesh roots from the bootstrap's certificate provider, a client
+ * certificate required. gRPC servers take no SAN matchers: any certificate of the mesh roots is
+ * accepted, as the sidecar's inbound does.
+ */
+export function grpcMutualDownstream(): Obj {
+  return transportSocket({
+    '@type': TYPES.downstreamTls,
+    commonTlsContext: {
+      tlsCertificateProviderInstance: {
+        instanceName: GRPC_CERT_PROVIDER,
+        certificateName: SDS_CERT_NAME,
+      },
+      combinedValidationContext: {
+        defaultValidationContext: {
+          caCertificateProviderInstance: {
+            instanceName: GRPC_CERT_PROVIDER,
+            certificateName: SDS_ROOT_NAME,
+          },
+        },
+      },
+    },
+    requireClientCertificate: { value: true },
+  });
+}
+
 /** Plaintext, for the endpoints auto mTLS leaves alone. */
 export function rawBufferSocket(): Obj {
   return { name: FILTERS.rawBuffer, typedConfig: { '@type': TYPES.rawBuffer } };
