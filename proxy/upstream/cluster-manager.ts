@@ -34,6 +34,11 @@ export interface ClusterManagerOptions {
    * and this SO_MARK. Undefined: every connection is a plain one.
    */
   readonly originalSourceMark?: number;
+  /**
+   * Makes the socket a `source` host is dialed from. Default: the native addon's.
+   * @internal tests stand in a proxy without CAP_NET_ADMIN here
+   */
+  readonly transparentSocket?: (host: string, mark: number) => number;
 }
 
 /** An upstream connect failure; `code` says which (`ETIMEDOUT`, `ECONNREFUSED`, `UPSTREAM_TLS`…). */
@@ -50,6 +55,7 @@ export class DefaultClusterManager implements ClusterManager {
   private readonly clusters = new Map<string, UpstreamClusterImpl>();
   /** Cleared when the proxy may not bind a foreign address (no CAP_NET_ADMIN): said once. */
   private originalSourceMark: number | undefined;
+  private readonly transparentSocket: (host: string, mark: number) => number;
   /** `address:port` of local applications found listening on loopback only (said once each). */
   private readonly loopbackOnly = new Set<string>();
   private closed = false;
@@ -60,6 +66,7 @@ export class DefaultClusterManager implements ClusterManager {
     this.resolver = opts.resolver ?? lookupAll;
     this.tls = opts.tls;
     this.originalSourceMark = opts.originalSourceMark;
+    this.transparentSocket = opts.transparentSocket ?? transparentSocket;
   }
 
   update(config: ProxyConfig): void {
@@ -104,6 +111,8 @@ export class DefaultClusterManager implements ClusterManager {
       let raw = dialed.socket;
       // Dialed from the caller's address (to the address it called, for a loopback host).
       let fromSource = dialed.fromSource;
+      // Set when the application refused the caller's address and was dialed as without.
+      let fellBack = false;
       let secure: tls.TLSSocket | undefined;
       let settled = false;
       const fail = (err: Error) => {
@@ -130,10 +139,10 @@ export class DefaultClusterManager implements ClusterManager {
           source.destination !== host.address &&
           (err as NodeJS.ErrnoException).code === 'ECONNREFUSED'
         ) {
-          // The application listens on loopback only: it is reachable, but not from the
-          // caller's address. Connect as without original_src.
+          // The application may listen on loopback only: reachable, but not from the caller's
+          // address. Connect as without original_src (said once it works).
           fromSource = false;
-          this.warnLoopbackOnly(host);
+          fellBack = true;
           raw.destroy();
           raw = net.connect({ host: host.address, port: host.port, noDelay: true });
           raw.once('error', onRawError);
@@ -161,6 +170,7 @@ export class DefaultClusterManager implements ClusterManager {
         );
       }, timeoutMs);
       const onRawConnect = () => {
+        if (fellBack) this.warnLoopbackOnly(host);
         if (keepalive) raw.setKeepAlive(true, (keepalive.timeSeconds ?? 0) * 1000);
         if (!transportTls) {
           done(raw);
@@ -227,14 +237,21 @@ export class DefaultClusterManager implements ClusterManager {
     if (source !== undefined && mark !== undefined) {
       let fd: number | undefined;
       try {
-        fd = transparentSocket(source.address, mark);
+        fd = this.transparentSocket(source.address, mark);
       } catch (err) {
-        // Without CAP_NET_ADMIN nothing will work: say so once and keep connecting as before.
-        this.originalSourceMark = undefined;
-        this.log.error(
-          { err },
-          "traffic.originalSourceMark: cannot bind a caller's address (the proxy needs CAP_NET_ADMIN, which the node agent grants in capture mode tproxy); applications see the proxy as their caller",
-        );
+        const code = (err as { code?: string }).code;
+        if (code === 'ERRNO_1' || code === 'ERRNO_13') {
+          // Without CAP_NET_ADMIN none will work: say so once, and connect as before from now on.
+          this.originalSourceMark = undefined;
+          this.log.error(
+            { err },
+            "traffic.originalSourceMark: cannot bind a caller's address (the proxy needs CAP_NET_ADMIN, which the node agent grants in capture mode tproxy); applications see the proxy as their caller",
+          );
+        } else if (this.log.isLevelEnabled('debug')) {
+          // Anything else (out of file descriptors, an address the kernel refuses) is this
+          // connection's: it goes as without original_src.
+          this.log.debug({ err, source: source.address }, "Could not bind a caller's address");
+        }
       }
       if (fd !== undefined) {
         const socket = new net.Socket({ fd, manualStart: true } as net.SocketConstructorOpts);
