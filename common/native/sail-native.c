@@ -71,17 +71,22 @@ static napi_value throw_errno(napi_env env, const char *what, int err) {
   return NULL;
 }
 
+// Whether argument `i` is of type `want`; if not, a TypeError "`what` must be `noun`" is thrown.
+static bool arg_is(napi_env env, napi_value *argv, size_t argc, size_t i, const char *what,
+                   napi_valuetype want, const char *noun) {
+  napi_valuetype type = napi_undefined;
+  if (i < argc && napi_typeof(env, argv[i], &type) != napi_ok) type = napi_undefined;
+  if (type == want) return true;
+  char msg[96];
+  snprintf(msg, sizeof msg, "%s must be %s", what, noun);
+  napi_throw_type_error(env, NULL, msg);
+  return false;
+}
+
 // Reads argument `i` as a non-negative int32, or throws a TypeError/RangeError naming `what`.
 static bool int_arg(napi_env env, napi_value *argv, size_t argc, size_t i, const char *what,
                     int32_t *out) {
-  napi_valuetype type = napi_undefined;
-  if (i < argc && napi_typeof(env, argv[i], &type) != napi_ok) type = napi_undefined;
-  if (type != napi_number) {
-    char msg[96];
-    snprintf(msg, sizeof msg, "%s must be a number", what);
-    napi_throw_type_error(env, NULL, msg);
-    return false;
-  }
+  if (!arg_is(env, argv, argc, i, what, napi_number, "a number")) return false;
   if (napi_get_value_int32(env, argv[i], out) != napi_ok || *out < 0) {
     char msg[96];
     snprintf(msg, sizeof msg, "%s must not be negative", what);
@@ -107,6 +112,17 @@ static napi_value int32_result(napi_env env, int32_t value) {
   napi_value result;
   CHECK(env, napi_create_int32(env, value, &result));
   return result;
+}
+
+// The new socket `fd` as the result; or, when `step` names a call on it that failed (errno set),
+// the socket closed and that failure thrown.
+static napi_value socket_result(napi_env env, int fd, const char *step) {
+  if (step != NULL) {
+    int err = errno;
+    close(fd);
+    return throw_errno(env, step, err);
+  }
+  return int32_result(env, fd);
 }
 
 #ifdef __linux__
@@ -224,14 +240,7 @@ static const char *set_transparent(int fd, int family) {
 // TypeError naming `what`.
 static bool host_arg(napi_env env, napi_value *argv, size_t argc, size_t i, const char *what,
                      char out[INET6_ADDRSTRLEN + 1]) {
-  napi_valuetype type = napi_undefined;
-  if (i < argc && napi_typeof(env, argv[i], &type) != napi_ok) type = napi_undefined;
-  if (type != napi_string) {
-    char msg[96];
-    snprintf(msg, sizeof msg, "%s must be a string", what);
-    napi_throw_type_error(env, NULL, msg);
-    return false;
-  }
+  if (!arg_is(env, argv, argc, i, what, napi_string, "a string")) return false;
   size_t len = 0;
   if (napi_get_value_string_utf8(env, argv[i], out, INET6_ADDRSTRLEN + 1, &len) != napi_ok) {
     napi_throw_error(env, NULL, "sail_native: napi_get_value_string_utf8 failed");
@@ -273,12 +282,7 @@ static napi_value transparent_listen(napi_env env, napi_callback_info info) {
   } else if (listen(fd, backlog) != 0) {
     step = "listen";
   }
-  if (step != NULL) {
-    int err = errno;
-    close(fd);
-    return throw_errno(env, step, err);
-  }
-  return int32_result(env, fd);
+  return socket_result(env, fd, step);
 #else
   napi_throw_error(env, NULL, "transparentListen: IP_TRANSPARENT is Linux only");
   return NULL;
@@ -305,12 +309,7 @@ static napi_value transparent_socket(napi_env env, napi_callback_info info) {
     step = "setsockopt(SO_MARK)";
   }
   if (step == NULL && bind(fd, (struct sockaddr *)&addr, addr_len) != 0) step = "bind";
-  if (step != NULL) {
-    int err = errno;
-    close(fd);
-    return throw_errno(env, step, err);
-  }
-  return int32_result(env, fd);
+  return socket_result(env, fd, step);
 #else
   napi_throw_error(env, NULL, "transparentSocket: IP_TRANSPARENT is Linux only");
   return NULL;

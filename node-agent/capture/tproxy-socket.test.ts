@@ -10,6 +10,13 @@ const reason = !isNativeAddonAvailable()
     : undefined;
 if (reason) console.warn(`skipping TproxySocket tests: ${reason}`);
 
+/** A port in use: a plain server listening on [::]:0. */
+async function takePort(): Promise<{ taken: net.Server; port: number }> {
+  const taken = net.createServer();
+  await new Promise<void>(resolve => taken.listen(0, '::', resolve));
+  return { taken, port: (taken.address() as net.AddressInfo).port };
+}
+
 (reason ? describe.skip : describe)('TproxySocket', () => {
   it('opens a dual-stack transparent socket, and closes it once', async () => {
     const s = TproxySocket.open(0);
@@ -23,9 +30,7 @@ if (reason) console.warn(`skipping TproxySocket tests: ${reason}`);
   });
 
   it('names the port and the cause when the port is taken', async () => {
-    const taken = net.createServer();
-    await new Promise<void>(resolve => taken.listen(0, '::', resolve));
-    const { port } = taken.address() as net.AddressInfo;
+    const { taken, port } = await takePort();
     try {
       let err: unknown;
       try {
@@ -45,9 +50,7 @@ if (reason) console.warn(`skipping TproxySocket tests: ${reason}`);
   });
 
   it('waits for a port in use to be freed (a proxy that was just stopped), then opens it', async () => {
-    const taken = net.createServer();
-    await new Promise<void>(resolve => taken.listen(0, '::', resolve));
-    const { port } = taken.address() as net.AddressInfo;
+    const { taken, port } = await takePort();
     let busy = 0;
     setTimeout(() => taken.close(), 300);
     const started = Date.now();
@@ -65,9 +68,7 @@ if (reason) console.warn(`skipping TproxySocket tests: ${reason}`);
   });
 
   it('gives up with the refusal when the port stays in use', async () => {
-    const taken = net.createServer();
-    await new Promise<void>(resolve => taken.listen(0, '::', resolve));
-    const { port } = taken.address() as net.AddressInfo;
+    const { taken, port } = await takePort();
     try {
       await expect(
         TproxySocket.openWhenFree(port, { clock: systemClock, waitMs: 300 }),

@@ -669,6 +669,26 @@ describe('DefaultClusterManager', () => {
           server.once('connection', (c: net.Socket) => r(c.remoteAddress ?? '')),
         );
 
+      /**
+       * Two connects to the one host of cluster `conn`, from the caller 127.0.0.7 to
+       * `destination`: the address `server` saw each come from.
+       */
+      async function callersSeen(
+        m: DefaultClusterManager,
+        server: net.Server,
+        destination: string,
+      ): Promise<string[]> {
+        const seen: string[] = [];
+        for (let i = 0; i < 2; i++) {
+          const remote = remoteOf(server);
+          sockets.push(
+            await m.connect(sourced(m.get('conn')!.pick({})!, '127.0.0.7', destination)),
+          );
+          seen.push(await remote);
+        }
+        return seen;
+      }
+
       (root ? it : it.skip)('binds the source and dials the destination', async () => {
         // Any loopback address is this host's: 127.0.0.7 stands for a caller, and the server on
         // 127.0.0.1 for the address it dialed.
@@ -691,12 +711,7 @@ describe('DefaultClusterManager', () => {
           const port = await listen(server);
           const m = markedManager();
           m.update(config([staticCluster(port)]));
-          for (let i = 0; i < 2; i++) {
-            const seen = remoteOf(server);
-            const s = await m.connect(sourced(m.get('conn')!.pick({})!, '127.0.0.7', '127.0.0.3'));
-            sockets.push(s);
-            expect(await seen).toBe('127.0.0.1');
-          }
+          expect(await callersSeen(m, server, '127.0.0.3')).toEqual(['127.0.0.1', '127.0.0.1']);
           const warned = logs.entries.filter(e => /listens on loopback only/.test(e.msg));
           expect(warned).toHaveLength(1);
           expect(warned[0]).toMatchObject({ address: `127.0.0.1:${port}`, cluster: 'conn' });
@@ -718,12 +733,7 @@ describe('DefaultClusterManager', () => {
         const port = await listen(server);
         const m = markedManager(refuse);
         m.update(config([staticCluster(port)]));
-        for (let i = 0; i < 2; i++) {
-          const seen = remoteOf(server);
-          const s = await m.connect(sourced(m.get('conn')!.pick({})!, '127.0.0.7', '127.0.0.1'));
-          sockets.push(s);
-          expect(await seen).toBe('127.0.0.1');
-        }
+        expect(await callersSeen(m, server, '127.0.0.1')).toEqual(['127.0.0.1', '127.0.0.1']);
         expect(tries).toBe(1);
         expect(logs.entries.filter(e => /cannot bind a caller's address/.test(e.msg))).toHaveLength(
           1,

@@ -155,12 +155,17 @@ class AppProcess {
     );
   }
 
-  async close(): Promise<void> {
-    if (this.proc.exitCode !== null || this.proc.signalCode !== null) return;
-    const exited = new Promise(r => this.proc.once('exit', r));
-    this.proc.kill('SIGKILL');
-    await exited;
+  close(): Promise<void> {
+    return killChild(this.proc);
   }
+}
+
+/** SIGKILLs a child process and waits for it to be gone (at once when it already is). */
+async function killChild(proc: child.ChildProcess): Promise<void> {
+  if (proc.exitCode !== null || proc.signalCode !== null) return;
+  const exited = new Promise(r => proc.once('exit', r));
+  proc.kill('SIGKILL');
+  await exited;
 }
 
 /**
@@ -271,6 +276,37 @@ describe('proxyless gRPC through the node agent xDS relay', () => {
   let app: AppProcess;
   const closers: (() => Promise<void> | void)[] = [];
 
+  /**
+   * A host's part for proxyless applications, as the node agent does it: the host's certificate
+   * files, the xDS relay on a unix socket (to pilot with that certificate), the gRPC bootstrap.
+   */
+  async function meshHost(node: string, identity: IdentityFiles, reg: prom.Registry) {
+    const certsDir = path.join(tmp.dir, node, 'certs');
+    await writeIdentity(certsDir, identity);
+    const hostSocket = path.join(tmp.dir, node, 'run', 'xds.sock');
+    const hostRelay = new XdsRelay({
+      logger,
+      registry: reg,
+      socketPath: hostSocket,
+      pilotAddress: cp.pilotAddress,
+      pilotSpiffeId: cp.pilotSpiffeId,
+      identity: (): RelayIdentity => identity,
+      reconnectBackoff: { initialMs: 100, maxMs: 1_000 },
+    });
+    closers.push(() => hostRelay.close());
+    await hostRelay.start();
+    const bootstrap = grpcBootstrap({
+      socketPath: hostSocket,
+      nodeId: proxylessNodeId(node, NAMESPACE),
+      namespace: NAMESPACE,
+      certsDir,
+      refreshInterval: '5s',
+    });
+    const bootstrapFile = path.join(tmp.dir, node, 'run', 'grpc-bootstrap.json');
+    fs.writeFileSync(bootstrapFile, JSON.stringify(bootstrap, null, 2));
+    return { relay: hostRelay, socketPath: hostSocket, bootstrap, bootstrapFile };
+  }
+
   beforeAll(async () => {
     tmp = makeTmpDir('sail-proxyless-');
     cp = await MeshControlPlane.start({ logger, dataDir: path.join(tmp.dir, 'cp') });
@@ -336,74 +372,27 @@ describe('proxyless gRPC through the node agent xDS relay', () => {
     await registration.start();
 
     // The echo host runs a proxyless gRPC server too: its own relay, bootstrap and identity.
-    const echoCerts = path.join(tmp.dir, 'vm-echo', 'certs');
-    await writeIdentity(echoCerts, echoIdentity);
-    const echoSocket = path.join(tmp.dir, 'vm-echo', 'run', 'xds.sock');
-    const echoRelay = new XdsRelay({
-      logger,
-      registry: new prom.Registry(),
-      socketPath: echoSocket,
-      pilotAddress: cp.pilotAddress,
-      pilotSpiffeId: cp.pilotSpiffeId,
-      identity: (): RelayIdentity => echoIdentity,
-      reconnectBackoff: { initialMs: 100, maxMs: 1_000 },
-    });
-    closers.push(() => echoRelay.close());
-    await echoRelay.start();
-    const echoBootstrap = path.join(tmp.dir, 'vm-echo', 'run', 'grpc-bootstrap.json');
-    fs.writeFileSync(
-      echoBootstrap,
-      JSON.stringify(
-        grpcBootstrap({
-          socketPath: echoSocket,
-          nodeId: proxylessNodeId('vm-echo', NAMESPACE),
-          namespace: NAMESPACE,
-          certsDir: echoCerts,
-          refreshInterval: '5s',
-        }),
-      ),
-    );
+    const echoHost = await meshHost('vm-echo', echoIdentity, new prom.Registry());
     xdsServer = child.spawn(process.execPath, ['-e', XDS_SERVER_SCRIPT, String(xdsPort)], {
       cwd: REPO_ROOT,
-      env: { ...process.env, GRPC_XDS_BOOTSTRAP: echoBootstrap, GRPC_XDS_BOOTSTRAP_CONFIG: '' },
+      env: {
+        ...process.env,
+        GRPC_XDS_BOOTSTRAP: echoHost.bootstrapFile,
+        GRPC_XDS_BOOTSTRAP_CONFIG: '',
+      },
       stdio: ['ignore', 'pipe', 'pipe'],
     });
     xdsServer.stdout!.on('data', (d: Buffer) => (xdsServerOut += d.toString()));
     xdsServer.stderr!.on('data', (d: Buffer) => (xdsServerOut += d.toString()));
-    closers.push(async () => {
-      if (xdsServer.exitCode !== null || xdsServer.signalCode !== null) return;
-      const exited = new Promise(r => xdsServer.once('exit', r));
-      xdsServer.kill('SIGKILL');
-      await exited;
-    });
+    closers.push(() => killChild(xdsServer));
 
     // The application's host: its certificate files, the relay, the bootstrap.
     appIdentity = await cp.enroll('vm-app', 'app');
-    const certsDir = path.join(tmp.dir, 'vm-app', 'certs');
-    await writeIdentity(certsDir, appIdentity);
-    socketPath = path.join(tmp.dir, 'vm-app', 'run', 'xds.sock');
     registry = new prom.Registry();
-    relay = new XdsRelay({
-      logger,
-      registry,
-      socketPath,
-      pilotAddress: cp.pilotAddress,
-      pilotSpiffeId: cp.pilotSpiffeId,
-      identity: (): RelayIdentity => appIdentity,
-      reconnectBackoff: { initialMs: 100, maxMs: 1_000 },
-    });
-    closers.push(() => relay.close());
-    await relay.start();
-    const bootstrapFile = path.join(tmp.dir, 'vm-app', 'run', 'grpc-bootstrap.json');
-    const bootstrap = grpcBootstrap({
-      socketPath,
-      nodeId: proxylessNodeId('vm-app', NAMESPACE),
-      namespace: NAMESPACE,
-      certsDir,
-      refreshInterval: '5s',
-    });
-    expect(Object.keys(bootstrap.certificate_providers)).toEqual([GRPC_CERT_PROVIDER]);
-    fs.writeFileSync(bootstrapFile, JSON.stringify(bootstrap, null, 2));
+    const appHost = await meshHost('vm-app', appIdentity, registry);
+    ({ relay, socketPath } = appHost);
+    expect(Object.keys(appHost.bootstrap.certificate_providers)).toEqual([GRPC_CERT_PROVIDER]);
+    const { bootstrapFile } = appHost;
     app = new AppProcess(bootstrapFile);
     closers.push(() => app.close());
     await app.ready;
