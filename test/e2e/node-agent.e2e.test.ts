@@ -518,7 +518,12 @@ run('node agent e2e: three VMs in network namespaces', () => {
       const asked = l.dnsQueries().length;
       const reviews = await l.run('vm1', ['getent', 'ahostsv4', 'reviews']);
       expect(reviews.split(/\s+/)[0]).toBe(l.vip(1));
-      expect(l.dnsQueries().slice(asked).map(q => q.name)).not.toContain('reviews.lan');
+      expect(
+        l
+          .dnsQueries()
+          .slice(asked)
+          .map(q => q.name),
+      ).not.toContain('reviews.lan');
       const agentMetrics = async () => (await agentStatus('vm1', '/metrics')).body;
       const forwarded = (m: string) =>
         sample(m, 'sail_agent_dns_requests_total', 'result="forwarded"');
