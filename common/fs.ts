@@ -61,7 +61,9 @@ export interface FileSetEntry {
   readonly mode: number;
 }
 
-const DATA_LINK = '..data';
+/** The AtomicWriter symlink through which the visible names of a file set point. */
+export const FILE_SET_DATA_LINK = '..data';
+const DATA_LINK = FILE_SET_DATA_LINK;
 
 /**
  * Replaces a set of files in `dir` so that readers see either the whole old set or the whole new

@@ -6,9 +6,14 @@
  * can be used.
  */
 import * as crypto from 'node:crypto';
-import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { writeFileSetAtomic } from '../../common/fs';
+import {
+  CERT_CHAIN_FILE,
+  KEY_FILE,
+  ROOT_CERT_FILE,
+  readIdentityFiles,
+} from '../../common/identity-files';
 import {
   type ParsedCertificate,
   parseCertificate,
@@ -18,12 +23,6 @@ import {
 } from '../../common/pki';
 import { CertStoreError } from '../errors';
 import { parsePrivateKeyPem, publicKeySpki } from './keys';
-
-export const CERT_CHAIN_FILE = 'cert-chain.pem';
-export const KEY_FILE = 'key.pem';
-export const ROOT_CERT_FILE = 'root-cert.pem';
-/** The AtomicWriter symlink through which the visible names point (common/fs writeFileSetAtomic). */
-const DATA_LINK = '..data';
 
 /** A usable workload identity: a certificate chain, its key and the roots it chains to. */
 export interface WorkloadIdentity {
@@ -195,15 +194,6 @@ export interface CertStoreOptions {
   readonly owner?: { readonly uid: number; readonly gid: number };
 }
 
-async function readOptional(file: string): Promise<string | undefined> {
-  try {
-    return await fs.promises.readFile(file, 'utf8');
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
-    throw err;
-  }
-}
-
 /** Reads and writes the identity files of one directory. The agent is the only writer. */
 export class CertStore {
   constructor(private readonly opts: CertStoreOptions) {}
@@ -221,18 +211,9 @@ export class CertStore {
    * The directory holding one consistent version of the files: the target of `..data` when the
    * AtomicWriter layout is there, so a concurrent write cannot give us parts of two versions.
    */
-  private async versionDir(): Promise<string> {
-    try {
-      const target = await fs.promises.readlink(path.join(this.opts.dir, DATA_LINK));
-      return path.resolve(this.opts.dir, target);
-    } catch {
-      return this.opts.dir;
-    }
-  }
-
   /** The stored trust bundle (root-cert.pem), or undefined when there is none yet. */
   async readRoots(): Promise<string | undefined> {
-    const text = await readOptional(path.join(await this.versionDir(), ROOT_CERT_FILE));
+    const text = (await readIdentityFiles(this.opts.dir)).rootsPem;
     return text !== undefined && parseCertificatesPem(text).length > 0 ? text : undefined;
   }
 
@@ -243,12 +224,11 @@ export class CertStore {
    *   AGENT_CERT_EXPIRED or AGENT_KEY_MISMATCH when what is there cannot be used
    */
   async load(nowMs: number, fallbackRootsPem?: string): Promise<WorkloadIdentity> {
-    const dir = await this.versionDir();
-    const [certChainPem, privateKeyPem, storedRoots] = await Promise.all([
-      readOptional(path.join(dir, CERT_CHAIN_FILE)),
-      readOptional(path.join(dir, KEY_FILE)),
-      readOptional(path.join(dir, ROOT_CERT_FILE)),
-    ]);
+    const {
+      certChainPem,
+      keyPem: privateKeyPem,
+      rootsPem: storedRoots,
+    } = await readIdentityFiles(this.opts.dir);
     if (certChainPem === undefined || privateKeyPem === undefined) {
       throw new CertStoreError('AGENT_CERT_MISSING', `no certificate and key in ${this.opts.dir}`);
     }

@@ -5,7 +5,7 @@
  * it and dial `xds:///HOST:PORT`.
  */
 import * as path from 'node:path';
-import { CERT_CHAIN_FILE, KEY_FILE, ROOT_CERT_FILE } from '../identity/cert-store';
+import { CERT_CHAIN_FILE, KEY_FILE, ROOT_CERT_FILE } from '../../common/identity-files';
 
 /** Where the agent writes the bootstrap for applications. */
 export const DEFAULT_GRPC_BOOTSTRAP_FILE = '/run/sail/grpc-bootstrap.json';

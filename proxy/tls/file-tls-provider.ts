@@ -8,9 +8,14 @@
  */
 import * as crypto from 'node:crypto';
 import * as fs from 'node:fs';
-import * as path from 'node:path';
 import * as tls from 'node:tls';
 import { type Clock, systemClock } from '../../common/clock';
+import {
+  CERT_CHAIN_FILE,
+  KEY_FILE,
+  ROOT_CERT_FILE,
+  readIdentityFiles,
+} from '../../common/identity-files';
 import { LogField, type Logger } from '../../common/logging';
 import { parseCertificate, parseCertificatesPem } from '../../common/pki';
 import type {
@@ -24,11 +29,6 @@ import { SDS_CERT_NAME, SDS_ROOT_NAME } from '../model';
 import { PEER_EXCHANGE_ALPN, type PeerIdentity, type TlsProvider } from '../types';
 import { peerIdentityOf, sanChecker, verifyPeerSocket } from './peer';
 
-export const CERT_CHAIN_FILE = 'cert-chain.pem';
-export const KEY_FILE = 'key.pem';
-export const ROOT_CERT_FILE = 'root-cert.pem';
-/** The AtomicWriter symlink the agent swaps (common/fs). */
-const DATA_LINK = '..data';
 /** The poll behind fs.watch: slow, since the watch sees almost every change. */
 export const DEFAULT_TLS_POLL_INTERVAL_MS = 10_000;
 
@@ -73,35 +73,12 @@ interface CachedClientOptions {
   readonly options: tls.ConnectionOptions;
 }
 
-/** Reads `file`, or undefined when it does not exist. */
-async function readOptional(file: string): Promise<string | undefined> {
-  try {
-    return await fs.promises.readFile(file, 'utf8');
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
-    throw err;
-  }
-}
-
-/**
- * The three files of one version: through the `..data` target when the AtomicWriter layout is
- * there (so parts of two versions are never mixed), else the visible names (files written by hand).
- * Undefined when one is missing.
- */
+/** The three files of one version (common/identity-files), undefined when one is missing. */
 async function readVersion(dir: string): Promise<[string, string, string] | undefined> {
-  let versionDir = dir;
-  try {
-    versionDir = path.resolve(dir, await fs.promises.readlink(path.join(dir, DATA_LINK)));
-  } catch {
-    // No `..data` link: read the visible names.
-  }
-  const [chain, key, roots] = await Promise.all([
-    readOptional(path.join(versionDir, CERT_CHAIN_FILE)),
-    readOptional(path.join(versionDir, KEY_FILE)),
-    readOptional(path.join(versionDir, ROOT_CERT_FILE)),
-  ]);
-  if (chain === undefined || key === undefined || roots === undefined) return undefined;
-  return [chain, key, roots];
+  const { certChainPem, keyPem, rootsPem } = await readIdentityFiles(dir);
+  if (certChainPem === undefined || keyPem === undefined || rootsPem === undefined)
+    return undefined;
+  return [certChainPem, keyPem, rootsPem];
 }
 
 /**
