@@ -1,6 +1,28 @@
 /** The common main script of long-running commands (STYLE 2.3 rule 6). */
 import { spawn } from 'node:child_process';
-import type { Logger } from '../common/logging';
+import { routeGrpcLogs } from '../common/grpc';
+import { createRootLogger, LOG_LEVELS, type Logger, type LogLevel } from '../common/logging';
+
+/**
+ * The root logger of a long-running command (with `role`), at the level of the `--log-level`
+ * flag, else of SAIL_LOG_LEVEL when that names a level, else of the config file; gRPC's own log
+ * lines go to it too.
+ */
+export function commandLogger(
+  role: string,
+  flagLevel: LogLevel | undefined,
+  configLevel: LogLevel,
+): Logger {
+  const envLevel = process.env.SAIL_LOG_LEVEL;
+  const level =
+    flagLevel ??
+    (envLevel && (LOG_LEVELS as readonly string[]).includes(envLevel)
+      ? (envLevel as LogLevel)
+      : configLevel);
+  const logger = createRootLogger(level).child({ role });
+  routeGrpcLogs(logger);
+  return logger;
+}
 
 /**
  * Starts, then waits for SIGTERM/SIGINT and closes. A signal that arrives while start() is still

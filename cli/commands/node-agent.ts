@@ -4,9 +4,8 @@
  */
 import * as path from 'node:path';
 import type { Argv, CommandModule } from 'yargs';
-import { routeGrpcLogs } from '../../common/grpc';
 import { ConfigError } from '../../common/errors';
-import { createRootLogger, LOG_LEVELS, type LogLevel } from '../../common/logging';
+import { LOG_LEVELS, type LogLevel } from '../../common/logging';
 import {
   DEFAULT_CONFIG_FILE,
   NodeAgent,
@@ -14,7 +13,7 @@ import {
   loadNodeAgentConfig,
   lookupSystemUser,
 } from '../../node-agent';
-import { notifySystemdReady, runUntilSignal } from '../run';
+import { commandLogger, notifySystemdReady, runUntilSignal } from '../run';
 
 interface NodeAgentArgs {
   config: string;
@@ -64,13 +63,11 @@ export const nodeAgentCommand: CommandModule<object, NodeAgentArgs> = {
     }
 
     // Root logger: flag, then environment, then the config file.
-    const envLevel = process.env.SAIL_LOG_LEVEL;
-    const level = (args['log-level'] ??
-      (envLevel && (LOG_LEVELS as readonly string[]).includes(envLevel)
-        ? envLevel
-        : config.logLevel)) as LogLevel;
-    const logger = createRootLogger(level).child({ role: 'node-agent' });
-    routeGrpcLogs(logger);
+    const logger = commandLogger(
+      'node-agent',
+      args['log-level'] as LogLevel | undefined,
+      config.logLevel,
+    );
 
     // The proxy's user: the proxy runs as it and owns the certificate files. The agent takes it as
     // its own group, so capture's owner match (by gid) also exempts the agent's own connections
@@ -84,7 +81,7 @@ export const nodeAgentCommand: CommandModule<object, NodeAgentArgs> = {
       ...settings,
       certs: proxyUser ? { ...settings.certs, owner: proxyUser } : settings.certs,
       ...(proxyUser ? { proxyUser } : {}),
-      logLevel: level,
+      logLevel: logger.level as LogLevel,
       logger,
       onFatal: err => {
         logger.fatal({ err }, 'Node agent failed');

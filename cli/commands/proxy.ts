@@ -6,8 +6,7 @@
  */
 import * as path from 'node:path';
 import type { Argv, CommandModule } from 'yargs';
-import { routeGrpcLogs } from '../../common/grpc';
-import { createRootLogger, LOG_LEVELS, type LogLevel } from '../../common/logging';
+import { LOG_LEVELS, type LogLevel } from '../../common/logging';
 import {
   DEFAULT_PROXY_CONFIG_FILE,
   describeProxyConfig,
@@ -15,7 +14,7 @@ import {
   Proxy,
   type ProxyConfigOverrides,
 } from '../../proxy';
-import { notifySystemdReady, runUntilSignal } from '../run';
+import { commandLogger, notifySystemdReady, runUntilSignal } from '../run';
 
 interface ProxyArgs {
   config: string;
@@ -103,13 +102,11 @@ export const proxyCommand: CommandModule<object, ProxyArgs> = {
     }
 
     // Root logger: flag, then environment, then the config file.
-    const envLevel = process.env.SAIL_LOG_LEVEL;
-    const level = (args['log-level'] ??
-      (envLevel && (LOG_LEVELS as readonly string[]).includes(envLevel)
-        ? envLevel
-        : config.logLevel)) as LogLevel;
-    const logger = createRootLogger(level).child({ role: 'proxy' });
-    routeGrpcLogs(logger);
+    const logger = commandLogger(
+      'proxy',
+      args['log-level'] as LogLevel | undefined,
+      config.logLevel,
+    );
 
     // Construct, start, and run until a signal.
     const proxy = new Proxy({ ...config.options, logger });
