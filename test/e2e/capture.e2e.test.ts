@@ -14,7 +14,9 @@
  * not redirected, :9080 redirected to :15006; DNS to the nameserver redirected to :15053; IPv6 the
  * same; install twice = same rules; a crash (a new Capture over old rules) cleans and reinstalls;
  * remove → iptables-save (both families) exactly as before, with a user rule added after install
- * still there; TPROXY installs, verifies (ip rule + route) and removes cleanly.
+ * still there; TPROXY installs, verifies (ip rule + route) and removes cleanly; under TPROXY a
+ * proxy that dials the application from the caller's address (original_src, mark 1337) gets the
+ * application's answers back, IPv4 and IPv6 (without SAIL_REPLY's save-mark the call hangs).
  */
 import { execFile, spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import * as crypto from 'node:crypto';
@@ -125,6 +127,32 @@ for (const type of ['udp4', 'udp6']) {
 }
 `;
 
+/**
+ * TPROXY with original_src, as the proxy does it in the host namespace: a transparent listener
+ * on :15106 (the TPROXY rule's port in that test) hands each connection to the application at
+ * the address and port the caller dialed, from the caller's own address with mark 1337; the
+ * application on :9091 answers with the address it sees as the caller's.
+ */
+const TPROXY_SERVERS = `
+const net = require('node:net');
+const addon = { exports: {} }; process.dlopen(addon, ${JSON.stringify(ADDON)});
+const plain = a => (a && a.startsWith('::ffff:') ? a.slice(7) : a);
+let up = 0;
+const ready = () => { if (++up === 2) console.log('ready'); };
+net.createServer(down => {
+  down.on('error', () => {});
+  const fd = addon.exports.transparentSocket(plain(down.remoteAddress), 1337);
+  const up = new net.Socket({ fd, manualStart: true });
+  up.on('error', () => down.destroy());
+  up.connect(down.localPort, plain(down.localAddress));
+  down.pipe(up).pipe(down);
+}).listen({ fd: addon.exports.transparentListen('::', 15106, 64) }, ready);
+net.createServer(s => {
+  s.end(JSON.stringify({ port: 9091, remote: plain(s.remoteAddress) }) + '\\n');
+  s.on('error', () => {});
+}).listen({ port: 9091, host: '::' }, ready);
+`;
+
 /** One TCP connection: prints the first line the server sent. */
 const TCP_CLIENT = `
 const s = require('node:net').connect({ host: process.argv[1], port: Number(process.argv[2]) });
@@ -223,7 +251,12 @@ run('capture e2e: real iptables in network namespaces', () => {
           String(port),
         ]);
         if (r.code !== 0) throw new Error(`connect ${host}:${port} failed: ${r.stderr}`);
-        return JSON.parse(r.stdout) as { port: number; orig?: string | null; peer?: boolean };
+        return JSON.parse(r.stdout) as {
+          port: number;
+          orig?: string | null;
+          peer?: boolean;
+          remote?: string;
+        };
       };
       const dns = async (server: string, gid?: number) => {
         const prefix =
@@ -486,6 +519,34 @@ COMMIT
           port: 15001,
           orig: `${IP.peer}:8080`,
         });
+        await tproxy.close();
+        expect(await save(4)).toBe(beforeTproxy);
+        expect(await must('ip', ['-n', NS.host, 'rule'])).not.toContain('lookup 133');
+      });
+
+      it("TPROXY keeps the caller's address to the application (original_src), IPv4 and IPv6", async () => {
+        const tproxy = new Capture({
+          spec: { ...spec, mode: 'tproxy', inboundPort: 15106 },
+          logger: silentLogger(),
+          runner,
+        });
+        const beforeTproxy = await save(4);
+        const servers = new NsProcess(NS.host, TPROXY_SERVERS);
+        procs.push(servers);
+        await servers.ready();
+        await tproxy.install();
+        // The peer calls the host's application; the application sees the peer, not 127.0.0.1.
+        expect(await connect(NS.peer, IP.host, 9091)).toEqual({ port: 9091, remote: IP.peer });
+        if (ipv6) {
+          expect(await connect(NS.peer, IP6.host, 9091)).toEqual({
+            port: 9091,
+            remote: IP6.peer,
+          });
+        }
+        // Without the rules the mark and the policy route need (SAIL_REPLY, table 133), the
+        // application's answer would go to the peer itself, which never opened that connection.
+        expect(await save(4)).toContain('-j SAIL_REPLY');
+        servers.stop();
         await tproxy.close();
         expect(await save(4)).toBe(beforeTproxy);
         expect(await must('ip', ['-n', NS.host, 'rule'])).not.toContain('lookup 133');
