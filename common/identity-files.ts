@@ -35,16 +35,28 @@ async function readOptional(file: string): Promise<string | undefined> {
  * @throws any read error other than a missing file
  */
 export async function readIdentityFiles(dir: string): Promise<IdentityFileTexts> {
-  let versionDir = dir;
-  try {
-    versionDir = path.resolve(dir, await fs.promises.readlink(path.join(dir, FILE_SET_DATA_LINK)));
-  } catch {
-    // No `..data` link: the visible names.
-  }
+  const version = await versionDir(dir);
   const [certChainPem, keyPem, rootsPem] = await Promise.all([
-    readOptional(path.join(versionDir, CERT_CHAIN_FILE)),
-    readOptional(path.join(versionDir, KEY_FILE)),
-    readOptional(path.join(versionDir, ROOT_CERT_FILE)),
+    readOptional(path.join(version, CERT_CHAIN_FILE)),
+    readOptional(path.join(version, KEY_FILE)),
+    readOptional(path.join(version, ROOT_CERT_FILE)),
   ]);
   return { certChainPem, keyPem, rootsPem };
+}
+
+/**
+ * One file of `dir` (a name above), from the current version; undefined when it is not there.
+ * @throws any read error other than a missing file
+ */
+export async function readIdentityFile(dir: string, name: string): Promise<string | undefined> {
+  return readOptional(path.join(await versionDir(dir), name));
+}
+
+/** The `..data` target of `dir` when the AtomicWriter layout is there, else `dir` itself. */
+async function versionDir(dir: string): Promise<string> {
+  try {
+    return path.resolve(dir, await fs.promises.readlink(path.join(dir, FILE_SET_DATA_LINK)));
+  } catch {
+    return dir; // no `..data` link: the visible names (files written by hand)
+  }
 }

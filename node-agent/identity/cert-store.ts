@@ -12,6 +12,7 @@ import {
   CERT_CHAIN_FILE,
   KEY_FILE,
   ROOT_CERT_FILE,
+  readIdentityFile,
   readIdentityFiles,
 } from '../../common/identity-files';
 import {
@@ -213,7 +214,7 @@ export class CertStore {
    */
   /** The stored trust bundle (root-cert.pem), or undefined when there is none yet. */
   async readRoots(): Promise<string | undefined> {
-    const text = (await readIdentityFiles(this.opts.dir)).rootsPem;
+    const text = await readIdentityFile(this.opts.dir, ROOT_CERT_FILE);
     return text !== undefined && parseCertificatesPem(text).length > 0 ? text : undefined;
   }
 

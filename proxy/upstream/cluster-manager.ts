@@ -111,8 +111,6 @@ export class DefaultClusterManager implements ClusterManager {
       let raw = dialed.socket;
       // Dialed from the caller's address (to the address it called, for a loopback host).
       let fromSource = dialed.fromSource;
-      // Set when the application refused the caller's address and was dialed as without.
-      let fellBack = false;
       let secure: tls.TLSSocket | undefined;
       let settled = false;
       const fail = (err: Error) => {
@@ -142,7 +140,6 @@ export class DefaultClusterManager implements ClusterManager {
           // The application may listen on loopback only: reachable, but not from the caller's
           // address. Connect as without original_src (said once it works).
           fromSource = false;
-          fellBack = true;
           raw.destroy();
           raw = net.connect({ host: host.address, port: host.port, noDelay: true });
           raw.once('error', onRawError);
@@ -170,7 +167,8 @@ export class DefaultClusterManager implements ClusterManager {
         );
       }, timeoutMs);
       const onRawConnect = () => {
-        if (fellBack) this.warnLoopbackOnly(host);
+        // Dialed from the caller's address at first, and now not: the fallback worked.
+        if (dialed.fromSource && !fromSource) this.warnLoopbackOnly(host);
         if (keepalive) raw.setKeepAlive(true, (keepalive.timeSeconds ?? 0) * 1000);
         if (!transportTls) {
           done(raw);
