@@ -2,13 +2,17 @@
  * Proxy benchmark (`npm run bench:proxy`): what two Sail proxies cost a request, against no proxy
  * and against the same pair built from Debian's nginx, in one run on loopback.
  *
- * Setups (BENCH_SETUPS, default "direct,nginx,sail,sail-h1"):
+ * Setups (BENCH_SETUPS, default "direct,nginx,sail,sail-h2"):
  *   direct    client → origin
  *   nginx     client → nginx A → mTLS → nginx B → origin (bench/proxy-nginx.ts)
  *   sail      client → `sail proxy` A → mTLS → `sail proxy` B → origin (explicit mode, config
  *             from a real in-process control plane, B registered as a workload)
  *             (the default `meshUpstreamProtocol: http1`: pooled HTTP/1.1 over mTLS between them)
  *   sail-h2   the same with `meshUpstreamProtocol: http2`: multiplexed HTTP/2 between the proxies
+ *   node-floor  client → A → mTLS → B → origin, where A and B are the least a Node.js process can
+ *             do: bytes piped between one TLS and one TCP connection, no HTTP parsed
+ *             (bench/proxy-node-floor.ts; same node flags as the Sail proxies). The runtime's
+ *             share of what the Sail pair costs.
  * The origin is one nginx worker answering `return 200` with a BENCH_BODY-byte body (1 kB).
  *
  * Cores: the origin and the load generator share core 0; the two proxies of a pair share core 1
@@ -442,6 +446,38 @@ async function startSailPair(ctx: Context, name: string, extra: Record<string, u
   } satisfies Setup;
 }
 
+/** The Node.js floor (bench/proxy-node-floor.ts): TLS and TCP piped, no HTTP. */
+async function startNodeFloorPair(ctx: Context): Promise<Setup> {
+  const [portA, portB] = [await freePort(), await freePort()];
+  const script = path.join(__dirname, 'proxy-node-floor.js');
+  const side = (name: string, listen: string, upstream: string, certs: string) =>
+    new Proc(
+      `node-floor-${name}`,
+      process.execPath,
+      [...NODE_ARGS, script, name, listen, upstream, certs],
+      PROXY_CORE,
+      { ...process.env, NODE_OPTIONS: PROXY_NODE_OPTIONS },
+    );
+  const b = side('b', `127.0.0.1:${portB}`, `127.0.0.1:${ctx.port}`, ctx.certs.b);
+  const a = side('a', `127.0.0.1:${portA}`, `127.0.0.1:${portB}`, ctx.certs.a);
+  const stop = async () => {
+    await a.stop();
+    await b.stop();
+  };
+  try {
+    await waitServing(`127.0.0.1:${portA}`, SERVICE_HOST, 'the node-floor pair');
+  } catch (err) {
+    await stop();
+    throw new Error(`${String(err)}\n${a.output.join('')}${b.output.join('')}`);
+  }
+  return {
+    name: 'node-floor',
+    target: { address: `127.0.0.1:${portA}`, host: SERVICE_HOST },
+    proxies: [a, b],
+    stop,
+  };
+}
+
 // ---------------------------------------------------------------------------------------------
 // The run
 
@@ -623,6 +659,7 @@ async function main(): Promise<void> {
           };
         else if (name === 'nginx') setup = await startNginxPair(ctx);
         else if (name === 'sail') setup = await startSailPair(ctx, name, {});
+        else if (name === 'node-floor') setup = await startNodeFloorPair(ctx);
         else if (name === 'sail-h2')
           setup = await startSailPair(ctx, name, { meshUpstreamProtocol: 'http2' });
         else throw new Error(`unknown setup ${name}`);
