@@ -1,4 +1,5 @@
 import * as net from 'node:net';
+import type { LeanH1Server, LeanServerConn } from './lean-h1-server';
 import { EchoOrigin, Harness, match, route, routeTo, staticCluster, table, vhost } from './testing';
 
 const CLUSTER = 'outbound|80||echo.default.svc.cluster.local';
@@ -202,6 +203,65 @@ describe.each(SERVERS)('HTTP/1.1 downstream server %s', server => {
       ]);
       expect(statusLines(reply)).toEqual(['HTTP/1.1 200 OK', 'HTTP/1.1 403 Forbidden']);
       expect(reply).toContain('"/first"');
+    });
+
+    describe('timeouts (the sweep, run at a chosen time)', () => {
+      const lean = () => (h.manager as unknown as { lean: LeanH1Server }).lean;
+
+      /** A raw client, its server-side connection once it has one, and what it received. */
+      async function client(): Promise<{
+        s: net.Socket;
+        conn: () => LeanServerConn | undefined;
+        got: () => string;
+        closed: Promise<void>;
+      }> {
+        const s = net.connect(h.listener.port, '127.0.0.1');
+        await new Promise(resolve => s.once('connect', resolve));
+        let got = '';
+        s.on('data', (d: Buffer) => (got += d.toString('latin1')));
+        const closed = new Promise<void>(resolve => s.once('close', () => resolve()));
+        const conn = () => [...lean().conns].find(c => c.socket.remotePort === s.localPort);
+        return { s, conn, got: () => got, closed };
+      }
+
+      async function until(what: string, ok: () => boolean): Promise<void> {
+        for (let i = 0; i < 200 && !ok(); i++) await new Promise(r => setTimeout(r, 10));
+        if (!ok()) throw new Error(`timed out waiting for ${what}`);
+      }
+
+      it('times a request head from its first read and answers 400 when it is too slow', async () => {
+        const c = await client();
+        c.s.write('GET /slow-head HTTP/1.1\r\nHost: ec');
+        await until('the head to be timed', () => (c.conn()?.headStart ?? 0) > 0);
+        const start = c.conn()!.headStart;
+        c.s.write('ho\r\nX-More: 1\r\n');
+        await new Promise(r => setTimeout(r, 20));
+        // Later reads of the same head do not restart it.
+        expect(c.conn()!.headStart).toBe(start);
+        lean().sweep(start + 59_000);
+        expect(c.conn()).toBeDefined();
+        lean().sweep(start + 60_001);
+        await c.closed;
+        expect(c.got()).toMatch(/^HTTP\/1\.1 400 /);
+      });
+
+      it('does not time an idle keep-alive connection as a head, and closes it silently', async () => {
+        const c = await client();
+        // A local reply sent before the request body arrived: the body's read ends the message
+        // while no request is answered any more.
+        c.s.write('POST /direct HTTP/1.1\r\nHost: echo\r\nContent-Length: 5\r\n\r\n');
+        await until('the reply', () => statusLines(c.got()).length === 1);
+        c.s.write('abcde');
+        await new Promise(r => setTimeout(r, 20));
+        const conn = c.conn()!;
+        expect(conn.headStart).toBe(0);
+        const seen = c.got();
+        lean().sweep(conn.idleSince + 59_000);
+        expect(c.conn()).toBeDefined();
+        lean().sweep(conn.idleSince + 60_001);
+        await c.closed;
+        expect(c.got()).toBe(seen);
+      });
     });
   }
 });

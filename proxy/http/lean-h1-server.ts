@@ -459,8 +459,14 @@ export class LeanServerConn {
   /** Header fields (and URL pieces) delivered ahead of headers-complete (llhttp's slow path). */
   fields: string[] = [];
   url = '';
-  /** performance.now() of the first byte of a request head; 0 when not inside a head. */
+  /**
+   * performance.now() of the first read of a request head; 0 when not inside a head. Set after
+   * the read (afterExecute) rather than from llhttp's message-begin callback, which would cost a
+   * call from C++ into JavaScript per request.
+   */
   headStart = 0;
+  /** A head or a message completed in the read being parsed (see afterExecute). */
+  boundary = false;
   /** performance.now() since the connection has been idle between requests. */
   idleSince: number;
   private readPaused = false;
@@ -655,6 +661,18 @@ function afterExecute(
     conn.onParseError(ret);
     return;
   }
+  // The headers timeout runs from the first read of a request head: a read that ended no head
+  // and no message, with no request being parsed or answered, left one unfinished. (Bytes of a
+  // next request read together with the end of one start it at the next read; while a response
+  // is in progress, a pipelined head is timed from the first read after it.)
+  if (conn.boundary) conn.boundary = false;
+  else if (
+    ret > 0 &&
+    conn.headStart === 0 &&
+    conn.parsing === undefined &&
+    conn.active === undefined
+  )
+    conn.headStart = performance.now();
   const up = conn.upgradeReq;
   if (up !== undefined) {
     // llhttp stopped after an upgrade request's head: the rest belongs to the tunnel.
@@ -720,6 +738,7 @@ const PARSER_CALLBACKS: ParserCallbacks<LeanServerConn> = {
     const conn = this.conn;
     if (!conn) return 0;
     conn.headStart = 0;
+    conn.boundary = true;
     let raw = headers;
     if (raw === undefined) {
       raw = conn.fields;
@@ -769,6 +788,7 @@ const PARSER_CALLBACKS: ParserCallbacks<LeanServerConn> = {
     const conn = this.conn;
     if (!conn) return;
     if (conn.fields.length > 0) conn.fields = []; // request trailers: dropped, as Node's server
+    conn.boundary = true;
     const d = conn.parsing;
     if (d === undefined) return;
     conn.parsing = undefined;
@@ -782,12 +802,7 @@ const PARSER_CALLBACKS: ParserCallbacks<LeanServerConn> = {
     if (!conn) return;
     afterExecute(conn, ret, undefined);
   },
-
-  onMessageBegin(): void {
-    const conn = this.conn;
-    // The headers timeout runs from a request's first byte.
-    if (conn) conn.headStart = performance.now();
-  },
+  // No onMessageBegin: afterExecute starts the headers timeout.
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -830,8 +845,7 @@ export class LeanH1Server {
   }
 
   /** @internal timer: closes connections idle too long or too slow with their request head. */
-  sweep(): void {
-    const now = performance.now();
+  sweep(now = performance.now()): void {
     const { keepAliveTimeoutMs, headersTimeoutMs } = this.opts;
     for (const c of this.conns) {
       if (c.headStart > 0 && now - c.headStart > headersTimeoutMs) {

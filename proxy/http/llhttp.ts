@@ -3,7 +3,6 @@
  * client (lean-h1.ts) and server (lean-h1-server.ts) drive it: the parser class and its callback
  * slots, IncomingMessage's header folding, and handing a socket's reads to the parser natively.
  */
-import * as http from 'node:http';
 import type * as net from 'node:net';
 import type { HeaderMap } from './headers';
 
@@ -64,7 +63,8 @@ export interface ParserCallbacks<C> {
   readonly onMessageComplete: (this: LlhttpParser<C>) => void;
   /** After each read the parser consumed natively, with what execute() returned. */
   readonly onExecute: (this: LlhttpParser<C>, ret: number | (Error & { code?: string })) => void;
-  readonly onMessageBegin: (this: LlhttpParser<C>) => void;
+  /** Optional: each callback from C++ into JavaScript costs, and this one comes per message. */
+  readonly onMessageBegin?: (this: LlhttpParser<C>) => void;
 }
 
 /**
@@ -85,7 +85,7 @@ export function newParser<C>(
   p[HTTPParser.kOnBody] = cb.onBody;
   p[HTTPParser.kOnMessageComplete] = cb.onMessageComplete;
   p[HTTPParser.kOnExecute] = cb.onExecute;
-  p[HTTPParser.kOnMessageBegin] = cb.onMessageBegin;
+  if (cb.onMessageBegin) p[HTTPParser.kOnMessageBegin] = cb.onMessageBegin;
   p.conn = conn;
   return p;
 }
@@ -98,19 +98,54 @@ export function isParseError(ret: number | Error | undefined): ret is Error & { 
   return ret !== undefined && typeof ret !== 'number';
 }
 
-/** IncomingMessage's own header folding (duplicates joined, dropped or, for set-cookie, kept as
- * an array), so headers come out exactly as `req.headers` / `res.headers` / trailers would. */
-type AddHeaderLine = (this: object, field: string, value: string, dest: HeaderMap) => void;
-const addHeaderLine = (http.IncomingMessage.prototype as unknown as { _addHeaderLine: unknown })
-  ._addHeaderLine as AddHeaderLine;
-/** `this` of addHeaderLine: an IncomingMessage with the default joinDuplicateHeaders. */
-const FOLD_OPTIONS = { joinDuplicateHeaders: false };
+/**
+ * Headers of which IncomingMessage keeps the first and drops later duplicates (`_http_incoming`'s
+ * matchKnownFields, Node 20). Every other header's duplicates are joined with `, ` (`cookie`:
+ * `; `), and `set-cookie` is kept as an array.
+ */
+const FIRST_WINS: ReadonlySet<string> = new Set([
+  'age',
+  'authorization',
+  'content-length',
+  'content-type',
+  'etag',
+  'expires',
+  'from',
+  'host',
+  'if-modified-since',
+  'if-unmodified-since',
+  'last-modified',
+  'location',
+  'max-forwards',
+  'proxy-authorization',
+  'referer',
+  'retry-after',
+  'server',
+  'user-agent',
+]);
 
-/** `[name, value, name, value, ...]` from the parser folded into a header map. */
+/**
+ * `[name, value, name, value, ...]` from the parser folded into a header map exactly as
+ * IncomingMessage folds `req.headers` / `res.headers` / trailers (names lower-cased; duplicates
+ * dropped, joined or, for set-cookie, kept as an array). Written out rather than calling
+ * `IncomingMessage.prototype._addHeaderLine`, which builds and slices a flagged copy of every
+ * name it does not know: the fold runs twice per proxied request and side.
+ */
 export function foldHeaders(raw: readonly string[]): HeaderMap {
   const h: HeaderMap = {};
   for (let i = 0; i < raw.length; i += 2) {
-    addHeaderLine.call(FOLD_OPTIONS, raw[i] ?? '', raw[i + 1] ?? '', h);
+    const name = (raw[i] ?? '').toLowerCase();
+    const value = raw[i + 1] ?? '';
+    const cur = h[name];
+    if (name === 'set-cookie') {
+      if (cur === undefined) h[name] = [value];
+      else (cur as string[]).push(value);
+    } else if (typeof cur !== 'string') {
+      // First of its name (or a name Object.prototype has, which Node also overwrites).
+      h[name] = value;
+    } else if (!FIRST_WINS.has(name)) {
+      h[name] = cur + (name === 'cookie' ? '; ' : ', ') + value;
+    }
   }
   return h;
 }
