@@ -50,9 +50,11 @@ import {
   DEFAULT_MESH_CONFIG,
   type Generator,
   type MeshConfig,
+  type ProxyNode,
   type PushContext,
   type PushRequest,
 } from './xds/model';
+import { ProxylessServerIndex } from './xds/proxyless-servers';
 
 export interface PilotOptions {
   readonly logger: Logger;
@@ -159,6 +161,8 @@ export class Pilot implements Lifecycle {
   /** Where registered workloads wait across a restart (file store: in its data dir). */
   private readonly snapshotFile: string | undefined;
   private snapshotTaken = false;
+  /** Ports each node serves with proxyless gRPC servers (from their xDS streams). */
+  private readonly proxylessServers = new ProxylessServerIndex();
 
   constructor(private readonly opts: PilotOptions) {
     this.snapshotFile =
@@ -183,6 +187,9 @@ export class Pilot implements Lifecycle {
       labelsOf: (node, namespace) => {
         const w = this.registry.workloads.get(node);
         return w && w.namespace === namespace ? { ...w.labels } : undefined;
+      },
+      onProxylessServerPorts: (connection, node, ports) => {
+        this.onProxylessServerPorts(connection, node, ports);
       },
     });
     this.provider = new StaticCertificateProvider(
@@ -359,6 +366,29 @@ export class Pilot implements Lifecycle {
     });
   }
 
+  /**
+   * A node's proxyless gRPC servers changed the ports they serve: its endpoints' auto mTLS may
+   * change with them (endpoints.ts autoMtlsEligible), so its services' endpoints are pushed.
+   */
+  private onProxylessServerPorts(connection: string, node: ProxyNode, ports: readonly number[]) {
+    const name = node.identity.node;
+    if (!this.proxylessServers.set(name, connection, ports)) return;
+    this.log.info(
+      {
+        node: name,
+        namespace: node.identity.namespace,
+        ports: this.proxylessServers.portsOf(name),
+      },
+      'Proxyless gRPC server ports changed',
+    );
+    const hosts = new Set(
+      this.registry
+        .proxyInstances({ node: name, namespace: node.identity.namespace, ips: [] })
+        .map(i => i.hostname),
+    );
+    if (hosts.size > 0) this.debouncer.add({ full: false, kinds: new Set(), endpointHosts: hosts });
+  }
+
   private push(request: PushRequest): void {
     const context: PushContext = {
       version: `${++this.version}`,
@@ -366,6 +396,7 @@ export class Pilot implements Lifecycle {
       config: new IndexedConfig(this.store.list()),
       registry: this.registry,
       cache: new Map(),
+      proxylessServers: this.proxylessServers.current,
     };
     this.xds.push(context, request);
   }

@@ -24,6 +24,12 @@ import {
   type XdsType,
 } from './model';
 
+/** Waits until `list` has `n` entries (at most 2 s). */
+async function waitForCount(list: readonly unknown[], n: number): Promise<void> {
+  for (let i = 0; i < 100 && list.length < n; i++) await new Promise(r => setTimeout(r, 20));
+  expect(list).toHaveLength(n);
+}
+
 /** name → resource, per type: what the "mesh" holds in one push. */
 type Table = Partial<Record<XdsType, Record<string, Record<string, unknown>>>>;
 
@@ -124,14 +130,19 @@ describe('XdsServer (plaintext port)', () => {
     xds.push(context(version), request);
   }
 
+  /** What the server reported of proxyless streams' XdsServer ports. */
+  let serverPorts: [string, readonly number[]][];
+
   beforeEach(async () => {
     logs = new LogCapture();
     gen = new TableGenerator();
+    serverPorts = [];
     xds = new XdsServer({
       logger: logs.logger,
       generator: gen,
       trustDomain: 'cluster.local',
       metrics: new prom.Registry(),
+      onProxylessServerPorts: (_c, node, ports) => serverPorts.push([node.identity.node, ports]),
     });
     server = new grpc.Server();
     xds.addTo(server, false);
@@ -172,6 +183,16 @@ describe('XdsServer (plaintext port)', () => {
     expect(r.resources).toEqual([
       expect.objectContaining({ name: c1.name, type: 'EDS', connectTimeout: { seconds: '1' } }),
     ]);
+  });
+
+  it('takes no XdsServer ports from a plaintext stream: its node id is only a claim', async () => {
+    const c = sotw();
+    c.request({
+      typeUrl: LISTENER_TYPE,
+      resourceNames: ['xds.istio.io/grpc/lds/inbound/0.0.0.0:8080'],
+    });
+    await c.next();
+    expect(serverPorts).toEqual([]);
   });
 
   it('answers EDS and RDS only with the names asked for', async () => {
@@ -459,6 +480,7 @@ describe('XdsServer (mTLS port)', () => {
   let server: grpc.Server;
   let xds: XdsServer;
   let address: string;
+  const serverPorts: { connection: string; node: string; ports: readonly number[] }[] = [];
 
   beforeAll(async () => {
     ca = await TestCa.create();
@@ -475,6 +497,8 @@ describe('XdsServer (mTLS port)', () => {
       generator: gen,
       trustDomain: 'cluster.local',
       metrics: new prom.Registry(),
+      onProxylessServerPorts: (connection, node, ports) =>
+        serverPorts.push({ connection, node: node.identity.node, ports }),
     });
     xds.push(context('1'), FULL);
     server = new grpc.Server();
@@ -527,6 +551,35 @@ describe('XdsServer (mTLS port)', () => {
       spiffeId: 'spiffe://cluster.local/ns/shop/sa/web',
     });
     c.close();
+  });
+
+  it("reports the ports a proxyless stream's XdsServers serve, from its listener names", async () => {
+    const cert = await ca.issueWorkloadCert({
+      node: 'vm-9',
+      spiffeId: 'spiffe://cluster.local/ns/shop/sa/grpc',
+      notBeforeMs: Date.now() - 60_000,
+      notAfterMs: Date.now() + 3600_000,
+    });
+    const c = new AdsTestClient(address, clientCredentials(ca.rootPem, pilotId, cert), {
+      id: 'anything',
+    });
+    const inbound = (hp: string) => `xds.istio.io/grpc/lds/inbound/${hp}`;
+    const lds = (names: string[]) => c.request({ typeUrl: LISTENER_TYPE, resourceNames: names });
+    lds([inbound('0.0.0.0:9090'), 'echo.shop.svc.cluster.local:7070', inbound('[::]:8080')]);
+    await c.next();
+    expect(serverPorts.map(r => [r.node, r.ports])).toEqual([['vm-9', [8080, 9090]]]);
+    // Another client listener changes nothing; dropping a server's listener does.
+    lds([inbound('0.0.0.0:9090'), inbound('[::]:8080'), 'other:80']);
+    lds([inbound('0.0.0.0:9090')]);
+    await waitForCount(serverPorts, 2);
+    expect(serverPorts.map(r => r.ports)).toEqual([[8080, 9090], [9090]]);
+    c.close();
+    await waitForCount(serverPorts, 3);
+    expect(serverPorts[2]).toEqual({
+      connection: serverPorts[0]!.connection,
+      node: 'vm-9',
+      ports: [],
+    });
   });
 
   it('denies a client whose metadata claims another namespace', async () => {

@@ -24,11 +24,13 @@ import type { Logger } from '../../common/logging';
 import { prom } from '../../common/metrics';
 import { xdsRequestInvalid, xdsUnauthenticated } from '../errors';
 import { type EncodedResource, ResourceEncoder } from './encode';
+import { proxylessServerAddress } from './generate/listeners';
 import { generateNameTable, NAME_TABLE_TYPE, nameTableCacheKey } from './generate/name-table';
 import {
   CLUSTER_TYPE,
   ENDPOINT_TYPE,
   type Generator,
+  LISTENER_TYPE,
   type ProxyNode,
   PUSH_ORDER,
   type PushContext,
@@ -102,6 +104,8 @@ interface Connection {
   closed: boolean;
   /** Push version of the last push applied to this connection. */
   pushVersion?: string;
+  /** Proxyless: the ports it serves with gRPC's XdsServer, as last reported (sorted, joined). */
+  serverPorts?: string;
 }
 
 /** What `sail proxy-config` shows for one connection. */
@@ -137,6 +141,16 @@ export interface XdsServerOptions {
   readonly labelsOf?: (node: string, namespace: string) => Record<string, string> | undefined;
   /** Called when a stream closes (registration may want to know). */
   readonly onDisconnect?: (node: ProxyNode) => void;
+  /**
+   * Called when the ports a proxyless stream serves with gRPC's XdsServer change: the ports of
+   * the `xds.istio.io/grpc/lds/inbound/HOST:PORT` listeners it subscribes to, sorted; `[]` when it
+   * stops or the stream closes. `connection` tells apart several streams of one node.
+   */
+  readonly onProxylessServerPorts?: (
+    connection: string,
+    node: ProxyNode,
+    ports: readonly number[],
+  ) => void;
 }
 
 class XdsMetrics {
@@ -411,6 +425,7 @@ export class XdsServer {
   private close(con: Connection, reason?: string): void {
     if (con.closed) return;
     con.closed = true;
+    if (con.serverPorts && con.node) this.opts.onProxylessServerPorts?.(con.id, con.node, []);
     if (this.connections.delete(con.id) && con.node) {
       this.log.info(
         { connection: con.id, nodeId: con.node.id, node: con.node.identity.node, reason },
@@ -476,7 +491,10 @@ export class XdsServer {
     const namesChanged = !sameSet(newNames, w.names);
     const changed = !existing || wildcard !== w.wildcard || namesChanged || nonce === '';
     // Keep the same set while unchanged: namesKey() caches by set identity.
-    if (namesChanged) w.names = newNames;
+    if (namesChanged) {
+      w.names = newNames;
+      if (type === LISTENER_TYPE) this.noteServerPorts(con, proxy, newNames);
+    }
     w.wildcard = wildcard;
     if (!changed) return;
     if (!this.context) return; // answered at the first push
@@ -533,8 +551,25 @@ export class XdsServer {
       }
     }
     w.names = names;
+    if (type === LISTENER_TYPE) this.noteServerPorts(con, proxy, names);
     if (!changed || !this.context) return;
     this.respondDelta(con, proxy, w, this.context);
+  }
+
+  /** Reports a proxyless stream's XdsServer ports when its listener names change them. */
+  private noteServerPorts(con: Connection, proxy: ProxyNode, names: ReadonlySet<string>): void {
+    // Only an authenticated stream speaks for its node: a plaintext one's node id is a claim.
+    if (proxy.type !== 'proxyless' || !con.peer || !this.opts.onProxylessServerPorts) return;
+    const ports = new Set<number>();
+    for (const n of names) {
+      const port = proxylessServerAddress(n)?.port;
+      if (port !== undefined) ports.add(port);
+    }
+    const sorted = [...ports].sort((a, b) => a - b);
+    const key = sorted.join(',');
+    if (key === (con.serverPorts ?? '')) return;
+    con.serverPorts = key;
+    this.opts.onProxylessServerPorts(con.id, proxy, sorted);
   }
 
   private recordAck(w: Watch, version: string, nonce: string): void {

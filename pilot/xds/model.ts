@@ -96,6 +96,12 @@ export interface PushContext {
    * a namespace's route tables. Cleared with the push.
    */
   readonly cache: Map<string, unknown>;
+  /**
+   * Registered nodes whose proxyless gRPC servers (XdsServer) serve these ports, by node name:
+   * such a port cannot take mTLS and plaintext at once, so clients' auto mTLS follows its own
+   * (see endpoints.ts autoMtlsEligible). From the nodes' own listener subscriptions.
+   */
+  readonly proxylessServers?: ReadonlyMap<string, ReadonlySet<number>>;
 }
 
 /** One generated resource. */

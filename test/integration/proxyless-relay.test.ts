@@ -16,7 +16,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import * as readline from 'node:readline';
 import * as grpc from '@grpc/grpc-js';
-import { peerCertificate } from '../../common/grpc';
+import { clientCredentials, peerCertificate } from '../../common/grpc';
 import { prom } from '../../common/metrics';
 import { parseCertificate } from '../../common/pki';
 import {
@@ -42,10 +42,12 @@ import { TestRegistrationAgent } from '../helpers/registration-agent';
 import { freePort } from '../helpers/sail-process';
 import { makeTmpDir } from '../helpers/tmp-dir';
 import { waitFor } from '../helpers/wait-for';
+import { AdsTestClient } from '../helpers/xds-client';
 
 jest.setTimeout(60_000);
 
 const REPO_ROOT = path.resolve(__dirname, '..', '..');
+const ENDPOINT_TYPE_URL = 'type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment';
 /** The service port clients dial; endpoints map to the servers' real ports by port name. */
 const SERVICE_PORT = 7070;
 const fqdn = (name: string) => `${name}.${NAMESPACE}.svc.cluster.local`;
@@ -247,6 +249,21 @@ function serviceEntry(name: string, portName: string): ConfigDocument {
   };
 }
 
+/** The echo host's PeerAuthentication: port-level modes over PERMISSIVE. */
+function echoPeerAuthentication(ports: Record<number, 'STRICT' | 'PERMISSIVE'>): ConfigDocument {
+  return {
+    apiVersion: 'security.istio.io/v1beta1',
+    kind: 'PeerAuthentication',
+    metadata: { name: 'echo', namespace: NAMESPACE },
+    spec: {
+      selector: { matchLabels: { app: 'echo' } },
+      portLevelMtls: Object.fromEntries(
+        Object.entries(ports).map(([port, mode]) => [port, { mode }]),
+      ),
+    },
+  };
+}
+
 function destinationRule(name: string, tls: Record<string, unknown>): ConfigDocument {
   return {
     apiVersion: 'networking.istio.io/v1beta1',
@@ -333,18 +350,7 @@ describe('proxyless gRPC through the node agent xDS relay', () => {
       // secure-echo: mTLS because a DestinationRule says ISTIO_MUTUAL.
       destinationRule('secure-echo', {}),
       // strict-echo: mTLS because the server's port is STRICT (pilot's proxyless auto mTLS).
-      {
-        apiVersion: 'security.istio.io/v1beta1',
-        kind: 'PeerAuthentication',
-        metadata: { name: 'echo', namespace: NAMESPACE },
-        spec: {
-          selector: { matchLabels: { app: 'echo' } },
-          portLevelMtls: {
-            [String(mtls.port)]: { mode: 'STRICT' },
-            [String(xdsPort)]: { mode: 'STRICT' },
-          },
-        },
-      },
+      echoPeerAuthentication({ [mtls.port]: 'STRICT', [xdsPort]: 'STRICT' }),
       // impostor-echo: the client expects another identity than the server's.
       destinationRule('impostor-echo', { subjectAltNames: [spiffeIdOf('someone-else')] }),
     ]);
@@ -453,6 +459,41 @@ describe('proxyless gRPC through the node agent xDS relay', () => {
     const plaintext = await app.call(target('xds-echo'), { timeoutMs: 2_000 });
     expect(plaintext.value).toBeUndefined();
     expect(plaintext.code).toBe(grpc.status.UNAVAILABLE);
+  });
+
+  it('serves it plaintext under PERMISSIVE, and tells sidecars to send it plaintext until it stops', async () => {
+    // A sidecar's view of the two echo services: is each endpoint marked for auto mTLS?
+    const sidecar = new AdsTestClient(
+      cp.pilotAddress,
+      clientCredentials(cp.rootsPem, cp.pilotSpiffeId, appIdentity),
+      { id: `sidecar~127.0.0.1~vm-app.${NAMESPACE}~${NAMESPACE}.svc.cluster.local` },
+    );
+    closers.push(() => sidecar.close());
+    const clusterOf = (name: string) => `outbound|${SERVICE_PORT}||${fqdn(name)}`;
+    const names = [clusterOf('echo'), clusterOf('xds-echo')];
+    type Cla = { clusterName: string; endpoints?: { lbEndpoints?: { metadata?: unknown }[] }[] };
+    const modes = (r: { resources: Record<string, unknown>[] }) =>
+      Object.fromEntries(
+        (r.resources as Cla[]).map(c => [
+          c.clusterName,
+          c.endpoints?.[0]?.lbEndpoints?.[0]?.metadata === undefined ? 'plaintext' : 'mtls',
+        ]),
+      );
+
+    // The XdsServer's port goes PERMISSIVE: it can only serve it plaintext.
+    await cp.apply([echoPeerAuthentication({ [mtls.port]: 'STRICT', [xdsPort]: 'PERMISSIVE' })]);
+    expect(await app.callUntilAnswered(target('xds-echo'))).toBe('xds-server:none');
+    sidecar.request({ typeUrl: ENDPOINT_TYPE_URL, resourceNames: names });
+    let r = await sidecar.next(10_000);
+    // Pilot knows the host serves that port with an XdsServer (its stream asked for the
+    // listener): no auto mTLS there. The host's other PERMISSIVE port keeps it.
+    expect(modes(r)).toEqual({ [clusterOf('echo')]: 'mtls', [clusterOf('xds-echo')]: 'plaintext' });
+
+    // The server stops: its port is an ordinary mesh port again, mTLS through the host's proxy.
+    await killChild(xdsServer);
+    sidecar.ack(r, names);
+    r = await sidecar.next(10_000);
+    expect(modes(r)).toEqual({ [clusterOf('echo')]: 'mtls', [clusterOf('xds-echo')]: 'mtls' });
   });
 
   it("refuses a server whose identity is not the one pilot's settings expect", async () => {

@@ -97,7 +97,9 @@ function workloadNamespace(inst: ServiceInstance, fallback: string): string {
 /**
  * Whether a client should use mesh mTLS to this endpoint when no DestinationRule says: it runs a
  * mesh proxy, and that proxy's PeerAuthentication does not disable mTLS on the port (Istio's auto
- * mTLS).
+ * mTLS). A port that a proxyless gRPC server (XdsServer) of the endpoint's node serves is the
+ * exception under PERMISSIVE: gRPC cannot take TLS and plaintext on one port, so such a server
+ * serves plaintext (listeners.ts proxylessServerListener), and its clients must send it that.
  */
 export function autoMtlsEligible(
   scope: ProxyScope,
@@ -106,7 +108,12 @@ export function autoMtlsEligible(
 ): boolean {
   if (inst.tlsMode !== 'istio') return false;
   const ns = workloadNamespace(inst, serviceNamespace);
-  return peerAuthenticationMode(scope.push, ns, inst.labels, inst.endpoint.port) !== 'DISABLE';
+  const mode = peerAuthenticationMode(scope.push, ns, inst.labels, inst.endpoint.port);
+  if (mode === 'DISABLE') return false;
+  if (mode === 'PERMISSIVE' && inst.node !== undefined) {
+    if (scope.push.proxylessServers?.get(inst.node)?.has(inst.endpoint.port) === true) return false;
+  }
+  return true;
 }
 
 /**

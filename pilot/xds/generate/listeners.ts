@@ -331,6 +331,12 @@ export function proxylessListener(scope: ProxyScope, name: string): Obj | undefi
  */
 export const GRPC_SERVER_LISTENER_PREFIX = 'xds.istio.io/grpc/lds/inbound/';
 
+/** HOST:PORT of a proxyless gRPC server's listener name; undefined for any other name. */
+export function proxylessServerAddress(name: string): { host: string; port: number } | undefined {
+  if (!name.startsWith(GRPC_SERVER_LISTENER_PREFIX)) return undefined;
+  return parseHostPort(name.slice(GRPC_SERVER_LISTENER_PREFIX.length));
+}
+
 /**
  * The listener a proxyless gRPC server (`XdsServer`) asks for, `xds.istio.io/grpc/lds/inbound/
  * HOST:PORT`: its address, and one filter chain whose HttpConnectionManager serves every call
@@ -342,8 +348,7 @@ export const GRPC_SERVER_LISTENER_PREFIX = 'xds.istio.io/grpc/lds/inbound/';
  * that is not such a listener.
  */
 export function proxylessServerListener(scope: ProxyScope, name: string): Obj | undefined {
-  if (!name.startsWith(GRPC_SERVER_LISTENER_PREFIX)) return undefined;
-  const hp = parseHostPort(name.slice(GRPC_SERVER_LISTENER_PREFIX.length));
+  const hp = proxylessServerAddress(name);
   if (!hp) return undefined;
   return memo(scope.push.cache, `xdsgen|lds|grpc-server|${scope.key}|${name}`, () => {
     const declared = inboundPorts(scope).find(p => p.port === hp.port);
@@ -362,7 +367,11 @@ export function proxylessServerListener(scope: ProxyScope, name: string): Obj | 
               name: FILTERS.httpConnectionManager,
               typedConfig: {
                 '@type': TYPES.httpConnectionManager,
-                statPrefix: route,
+                // The TLS mode in the HCM's bytes: grpc-js-xds (1.14.1) compares a new listener
+                // with the one it serves filter by filter, then by transport socket, and its
+                // transport-socket test is inverted, so a change between TLS and plaintext alone
+                // is taken as no change (or throws) and never applied. A differing filter is.
+                statPrefix: `${route}${mtls === 'STRICT' ? 'mtls' : 'plaintext'}`,
                 routeConfig: {
                   name: route,
                   virtualHosts: [

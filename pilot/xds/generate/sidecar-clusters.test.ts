@@ -523,6 +523,41 @@ describe('sidecar EDS', () => {
     ]);
   });
 
+  it("leaves a proxyless gRPC server's port plaintext under PERMISSIVE, and mTLS under STRICT", () => {
+    // vm-1 runs an XdsServer on 9080 (it subscribed to its inbound listener): gRPC cannot take
+    // mTLS and plaintext on one port, and under PERMISSIVE it serves plaintext.
+    const grpcServer = [
+      instance(REVIEWS, 9080, '10.0.0.1', {
+        tlsMode: 'istio',
+        node: 'vm-1',
+        workload: 'default/vm-1',
+      }),
+      instance(REVIEWS, 9080, '10.0.0.4', {
+        tlsMode: 'istio',
+        node: 'vm-4',
+        workload: 'default/vm-4',
+      }),
+    ];
+    const tlsModes = (configs: ConfigObject[]) => {
+      const p = {
+        ...push({ instances: grpcServer, configs }),
+        proxylessServers: new Map([
+          ['vm-1', new Set([9080])],
+          ['vm-4', new Set([9999])],
+        ]),
+      };
+      const out = gen.generate(ENDPOINT_TYPE, sidecar, p, [`outbound|9080||${REVIEWS}`]);
+      const eps = (out[0]!.resource as { endpoints: { lbEndpoints: Obj[] }[] }).endpoints[0]!
+        .lbEndpoints;
+      return eps.map(e => (e.metadata === undefined ? 'plaintext' : 'mtls'));
+    };
+    // PERMISSIVE (the default): vm-1 plaintext; vm-4 serves another port that way, so mTLS here.
+    expect(tlsModes([])).toEqual(['plaintext', 'mtls']);
+    expect(
+      tlsModes([config('PeerAuthentication', 'default', 'default', { mtls: { mode: 'STRICT' } })]),
+    ).toEqual(['mtls', 'mtls']);
+  });
+
   it('answers a wildcard request with every EDS cluster, filtered by subset labels', () => {
     const p = push({
       instances,
