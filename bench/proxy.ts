@@ -324,6 +324,29 @@ interface Context {
   readonly certs: { a: string; b: string };
 }
 
+/**
+ * A pair whose A serves plain HTTP on 127.0.0.1:`portA`, once it answers; both stopped, and their
+ * output in the error, when it does not.
+ */
+async function servingPair(name: string, a: Proc, b: Proc, portA: number): Promise<Setup> {
+  const stop = async () => {
+    await a.stop();
+    await b.stop();
+  };
+  try {
+    await waitServing(`127.0.0.1:${portA}`, SERVICE_HOST, `the ${name} pair`);
+  } catch (err) {
+    await stop();
+    throw new Error(`${String(err)}\n${a.output.join('')}${b.output.join('')}`);
+  }
+  return {
+    name,
+    target: { address: `127.0.0.1:${portA}`, host: SERVICE_HOST },
+    proxies: [a, b],
+    stop,
+  };
+}
+
 function nginx(name: string, dir: string, conf: string, core: number): Proc {
   const file = path.join(dir, `${name}.conf`);
   fs.writeFileSync(file, conf);
@@ -354,25 +377,7 @@ async function startNginxPair(ctx: Context): Promise<Setup> {
     pairAConfig(ctx.dir, `127.0.0.1:${portA}`, `127.0.0.1:${portB}`, 'vm-b', tls(ctx.certs.a)),
     PROXY_CORE,
   );
-  const stop = async () => {
-    await a.stop();
-    await b.stop();
-  };
-  try {
-    await waitServing(`127.0.0.1:${portA}`, SERVICE_HOST, 'the nginx pair');
-  } catch (err) {
-    await stop();
-    throw new Error(`${String(err)}\n${a.output.join('')}${b.output.join('')}`);
-  }
-  return {
-    name: 'nginx',
-    target: {
-      address: `127.0.0.1:${portA}`,
-      host: SERVICE_HOST,
-    },
-    proxies: [a, b],
-    stop,
-  };
+  return servingPair('nginx', a, b, portA);
 }
 
 async function startSailPair(ctx: Context, name: string, extra: Record<string, unknown>) {
@@ -460,22 +465,7 @@ async function startNodeFloorPair(ctx: Context): Promise<Setup> {
     );
   const b = side('b', `127.0.0.1:${portB}`, `127.0.0.1:${ctx.port}`, ctx.certs.b);
   const a = side('a', `127.0.0.1:${portA}`, `127.0.0.1:${portB}`, ctx.certs.a);
-  const stop = async () => {
-    await a.stop();
-    await b.stop();
-  };
-  try {
-    await waitServing(`127.0.0.1:${portA}`, SERVICE_HOST, 'the node-floor pair');
-  } catch (err) {
-    await stop();
-    throw new Error(`${String(err)}\n${a.output.join('')}${b.output.join('')}`);
-  }
-  return {
-    name: 'node-floor',
-    target: { address: `127.0.0.1:${portA}`, host: SERVICE_HOST },
-    proxies: [a, b],
-    stop,
-  };
+  return servingPair('node-floor', a, b, portA);
 }
 
 // ---------------------------------------------------------------------------------------------

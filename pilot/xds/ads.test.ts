@@ -523,6 +523,21 @@ describe('XdsServer (mTLS port)', () => {
 
   const pilotId = 'spiffe://cluster.local/ns/sail-system/sa/sail-control-plane';
 
+  /** A client with a certificate of `node` and `spiffeId`, sending `wire` as its node. */
+  async function clientAs(
+    node: string,
+    spiffeId: string,
+    wire: { id: string; metadata?: Record<string, unknown> },
+  ) {
+    const cert = await ca.issueWorkloadCert({
+      node,
+      spiffeId,
+      notBeforeMs: Date.now() - 60_000,
+      notAfterMs: Date.now() + 3600_000,
+    });
+    return new AdsTestClient(address, clientCredentials(ca.rootPem, pilotId, cert), wire);
+  }
+
   it('refuses a client without a certificate', async () => {
     const c = new AdsTestClient(address, clientCredentials(ca.rootPem, pilotId), { id: 'x' });
     c.request({ typeUrl: CLUSTER_TYPE });
@@ -533,13 +548,7 @@ describe('XdsServer (mTLS port)', () => {
   });
 
   it('takes node and namespace from the certificate, not the node id', async () => {
-    const cert = await ca.issueWorkloadCert({
-      node: 'vm-7',
-      spiffeId: 'spiffe://cluster.local/ns/shop/sa/web',
-      notBeforeMs: Date.now() - 60_000,
-      notAfterMs: Date.now() + 3600_000,
-    });
-    const c = new AdsTestClient(address, clientCredentials(ca.rootPem, pilotId, cert), {
+    const c = await clientAs('vm-7', 'spiffe://cluster.local/ns/shop/sa/web', {
       id: 'sidecar~10.0.0.9~liar.other~other.svc.cluster.local',
     });
     c.request({ typeUrl: CLUSTER_TYPE });
@@ -554,15 +563,7 @@ describe('XdsServer (mTLS port)', () => {
   });
 
   it("reports the ports a proxyless stream's XdsServers serve, from its listener names", async () => {
-    const cert = await ca.issueWorkloadCert({
-      node: 'vm-9',
-      spiffeId: 'spiffe://cluster.local/ns/shop/sa/grpc',
-      notBeforeMs: Date.now() - 60_000,
-      notAfterMs: Date.now() + 3600_000,
-    });
-    const c = new AdsTestClient(address, clientCredentials(ca.rootPem, pilotId, cert), {
-      id: 'anything',
-    });
+    const c = await clientAs('vm-9', 'spiffe://cluster.local/ns/shop/sa/grpc', { id: 'anything' });
     const inbound = (hp: string) => `xds.istio.io/grpc/lds/inbound/${hp}`;
     const lds = (names: string[]) => c.request({ typeUrl: LISTENER_TYPE, resourceNames: names });
     lds([inbound('0.0.0.0:9090'), 'echo.shop.svc.cluster.local:7070', inbound('[::]:8080')]);
@@ -583,13 +584,7 @@ describe('XdsServer (mTLS port)', () => {
   });
 
   it('denies a client whose metadata claims another namespace', async () => {
-    const cert = await ca.issueWorkloadCert({
-      node: 'vm-8',
-      spiffeId: 'spiffe://cluster.local/ns/shop/sa/web',
-      notBeforeMs: Date.now() - 60_000,
-      notAfterMs: Date.now() + 3600_000,
-    });
-    const c = new AdsTestClient(address, clientCredentials(ca.rootPem, pilotId, cert), {
+    const c = await clientAs('vm-8', 'spiffe://cluster.local/ns/shop/sa/web', {
       id: 'x',
       metadata: { NAMESPACE: 'payments' },
     });
