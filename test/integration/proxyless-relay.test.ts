@@ -149,12 +149,11 @@ class AppProcess {
         last = await this.call(t, { secure: opts.secure, timeoutMs: 2_000 });
         return last.value;
       },
-      {
-        timeoutMs: opts.timeoutMs ?? 15_000,
-        intervalMs: 100,
-        what: `an answer from xds:///${t} (last: ${JSON.stringify(last)})`,
-      },
-    );
+      { timeoutMs: opts.timeoutMs ?? 15_000, intervalMs: 100, what: `an answer from xds:///${t}` },
+    ).catch((err: unknown) => {
+      // The last call's status says why (the message above is built before any call).
+      throw new Error(`${(err as Error).message} (last: ${JSON.stringify(last)})`);
+    });
   }
 
   close(): Promise<void> {
