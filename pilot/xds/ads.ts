@@ -551,8 +551,9 @@ export class XdsServer {
       }
     }
     w.names = names;
+    if (!changed) return;
     if (type === LISTENER_TYPE) this.noteServerPorts(con, proxy, names);
-    if (!changed || !this.context) return;
+    if (!this.context) return;
     this.respondDelta(con, proxy, w, this.context);
   }
 

@@ -33,8 +33,7 @@ export class ProxylessServerIndex {
     const union = new Set<number>();
     for (const list of streams.values()) for (const p of list) union.add(p);
     const before = this.snapshot.get(node);
-    if (before?.size === union.size && [...union].every(p => before.has(p))) return false;
-    if (before === undefined && union.size === 0) return false;
+    if ((before?.size ?? 0) === union.size && [...union].every(p => before?.has(p))) return false;
     const next = new Map(this.snapshot);
     if (union.size > 0) next.set(node, union);
     else next.delete(node);

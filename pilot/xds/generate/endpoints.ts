@@ -110,10 +110,9 @@ export function autoMtlsEligible(
   const ns = workloadNamespace(inst, serviceNamespace);
   const mode = peerAuthenticationMode(scope.push, ns, inst.labels, inst.endpoint.port);
   if (mode === 'DISABLE') return false;
-  if (mode === 'PERMISSIVE' && inst.node !== undefined) {
-    if (scope.push.proxylessServers?.get(inst.node)?.has(inst.endpoint.port) === true) return false;
-  }
-  return true;
+  const proxyless =
+    inst.node !== undefined ? scope.push.proxylessServers?.get(inst.node) : undefined;
+  return !(mode === 'PERMISSIVE' && proxyless?.has(inst.endpoint.port) === true);
 }
 
 /**
