@@ -25,26 +25,30 @@ export function commandLogger(
 }
 
 /**
- * Starts, then waits for SIGTERM/SIGINT and closes. A signal that arrives while start() is still
- * waiting (an agent with no certificate yet) closes at once, which aborts the start. A start
- * failure is rethrown for the CLI to map to an exit code; a second signal exits immediately.
+ * Starts, then waits for SIGTERM/SIGINT (or `stop` to abort) and closes. A signal that arrives
+ * while start() is still waiting (an agent with no certificate yet) closes at once, which aborts
+ * the start. A start failure is rethrown for the CLI to map to an exit code; a second signal
+ * exits immediately (`stop` aborting after a signal, or a signal after it, is not a second one).
  */
 export async function runUntilSignal(
   log: Logger,
   parts: { start(): Promise<void>; close(): Promise<void> },
+  stop?: AbortSignal,
 ): Promise<void> {
-  let stopping = false;
-  const stopped = new Promise<NodeJS.Signals>(resolve => {
+  let signalled = false;
+  const stopped = new Promise<string>(resolve => {
     const onSignal = (sig: NodeJS.Signals) => {
-      if (stopping) {
+      if (signalled) {
         log.warn({ signal: sig }, 'Second signal; exiting now');
         process.exit(1);
       }
-      stopping = true;
+      signalled = true;
       resolve(sig);
     };
     process.on('SIGTERM', onSignal);
     process.on('SIGINT', onSignal);
+    if (stop?.aborted) resolve(String(stop.reason));
+    stop?.addEventListener('abort', () => resolve(String(stop.reason)), { once: true });
   });
   const starting = parts.start();
   const first = await Promise.race([starting.then(() => undefined), stopped]).catch(

@@ -215,7 +215,9 @@ export async function listen(server: http.Server, address: string): Promise<stri
     );
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
-    server.listen(hp.port, hp.host, () => {
+    // exclusive: in a `sail proxy --concurrency` worker, its own admin port rather than a share of
+    // one the cluster primary holds (a no-op outside a cluster).
+    server.listen({ port: hp.port, host: hp.host, exclusive: true }, () => {
       server.off('error', reject);
       resolve();
     });

@@ -477,13 +477,25 @@ export class Proxy implements Lifecycle, ConfigHolder {
   // ---------------------------------------------------------------------------------------------
   // Admin and metrics
 
+  /**
+   * Every metric (process and proxy) as prom-client JSON, for a `--concurrency` primary to merge
+   * with the other workers' (prom-client's AggregatorRegistry).
+   */
+  async metricsJson(): Promise<prom.MetricObjectWithValues<prom.MetricValue<string>>[]> {
+    const registries = this.processRegistry
+      ? [this.processRegistry, this.registry]
+      : [this.registry];
+    return (await Promise.all(registries.map(r => r.getMetricsAsJSON()))).flat();
+  }
+
   private renderMetrics(): Promise<MetricsText> {
     return this.processRegistry
       ? renderMetrics(this.processRegistry, this.registry)
       : renderMetrics(this.registry);
   }
 
-  private readiness(): Readiness {
+  /** What `/ready` answers: LIVE, or why not. */
+  readiness(): Readiness {
     if (this.closing) return { state: 'DRAINING', reason: 'shutting down' };
     if (this.ready) return { state: 'LIVE', reason: '' };
     const reasons: string[] = [];
@@ -578,7 +590,8 @@ export class Proxy implements Lifecycle, ConfigHolder {
     }));
   }
 
-  private stats(): Map<string, number | string> {
+  /** The Envoy-style counters and gauges of `/stats`. */
+  stats(): Map<string, number | string> {
     const s = new Map<string, number | string>();
     const r = this.readiness();
     const xds = this.xds.status();

@@ -4,16 +4,25 @@
  * start, and close on SIGTERM/SIGINT (exit 0). SIGHUP re-reads the certificate directory. A start
  * failure (a port in use) exits 1.
  */
+import cluster from 'node:cluster';
 import * as path from 'node:path';
 import type { Argv, CommandModule } from 'yargs';
-import { LOG_LEVELS, type LogLevel } from '../../common/logging';
+import { LOG_LEVELS, type Logger, type LogLevel } from '../../common/logging';
 import {
   DEFAULT_PROXY_CONFIG_FILE,
   describeProxyConfig,
+  type LoadedProxyConfig,
   loadProxyConfig,
   Proxy,
   type ProxyConfigOverrides,
 } from '../../proxy';
+import {
+  ProxyPrimary,
+  serveWorker,
+  type WorkerSpec,
+  workerProxy,
+  workerSpec,
+} from '../../proxy/workers';
 import { commandLogger, notifySystemdReady, runUntilSignal } from '../run';
 
 interface ProxyArgs {
@@ -28,6 +37,7 @@ interface ProxyArgs {
   'metrics-listen'?: string;
   'traffic-mode'?: string;
   'access-log'?: boolean;
+  concurrency?: number;
 }
 
 function overridesOf(args: ProxyArgs): ProxyConfigOverrides {
@@ -40,6 +50,7 @@ function overridesOf(args: ProxyArgs): ProxyConfigOverrides {
     ...(args['metrics-listen'] !== undefined ? { metricsListen: args['metrics-listen'] } : {}),
     ...(args['traffic-mode'] !== undefined ? { trafficMode: args['traffic-mode'] } : {}),
     ...(args['access-log'] !== undefined ? { accessLog: args['access-log'] } : {}),
+    ...(args.concurrency !== undefined ? { concurrency: args.concurrency } : {}),
   };
 }
 
@@ -87,12 +98,28 @@ export const proxyCommand: CommandModule<object, ProxyArgs> = {
         type: 'boolean',
         describe: 'One JSON line per request and TCP connection on stdout',
       })
+      .option('concurrency', {
+        type: 'number',
+        describe:
+          'Worker processes (overrides concurrency): 1 runs the data plane in this process, N > 1 forks N behind one admin port, 0 one per core',
+      })
       .example('$0 proxy --config /etc/sail/proxy.yaml', 'Run the proxy (the node agent does this)')
+      .example('$0 proxy --config /etc/sail/proxy.yaml --concurrency 2', 'Two worker processes')
       .example(
         '$0 proxy --validate --config /etc/sail/proxy.yaml',
         'Check an edited config',
       ) as unknown as Argv<ProxyArgs>,
   handler: async args => {
+    // A worker of a --concurrency primary: the primary's config, not the file's current one.
+    const spec = workerSpec();
+    if (spec) {
+      const logger = commandLogger('proxy', flagLevel(args), spec.logLevel).child({
+        worker: spec.index,
+      });
+      await runWorker(logger, spec);
+      return;
+    }
+
     // Load the config: a ConfigError maps to exit code 2.
     const configFile = path.resolve(args.config);
     const config = loadProxyConfig(configFile, overridesOf(args));
@@ -102,24 +129,39 @@ export const proxyCommand: CommandModule<object, ProxyArgs> = {
     }
 
     // Root logger: flag, then environment, then the config file.
-    const logger = commandLogger(
-      'proxy',
-      args['log-level'] as LogLevel | undefined,
-      config.logLevel,
-    );
+    const logger = commandLogger('proxy', flagLevel(args), config.logLevel);
+    if (config.concurrency > 1) await runPrimary(logger, config);
+    else await runProxy(logger, new Proxy({ ...config.options, logger }));
+  },
+};
 
-    // Construct, start, and run until a signal.
-    const proxy = new Proxy({ ...config.options, logger });
-    const onHup = () => {
-      logger.info('Reloading certificates (SIGHUP)');
-      proxy.reloadCertificates().catch((err: unknown) => {
-        logger.error({ err }, 'Certificate reload failed');
-      });
-    };
-    await runUntilSignal(logger, {
+function flagLevel(args: ProxyArgs): LogLevel | undefined {
+  return args['log-level'] as LogLevel | undefined;
+}
+
+/**
+ * Starts `proxy`, tells systemd once it is ready, and closes it on SIGTERM/SIGINT or when `stop`
+ * aborts; SIGHUP re-reads the certificates. `onStarted` runs once start() resolved.
+ */
+async function runProxy(
+  logger: Logger,
+  proxy: Proxy,
+  stop?: AbortSignal,
+  onStarted?: () => void,
+): Promise<void> {
+  const onHup = () => {
+    logger.info('Reloading certificates (SIGHUP)');
+    proxy.reloadCertificates().catch((err: unknown) => {
+      logger.error({ err }, 'Certificate reload failed');
+    });
+  };
+  await runUntilSignal(
+    logger,
+    {
       start: async () => {
         process.on('SIGHUP', onHup);
         await proxy.start();
+        onStarted?.();
         proxy.whenReady().then(
           () => {
             logger.info('Proxy ready');
@@ -132,6 +174,52 @@ export const proxyCommand: CommandModule<object, ProxyArgs> = {
         process.off('SIGHUP', onHup);
         await proxy.close();
       },
-    });
-  },
-};
+    },
+    stop,
+  );
+}
+
+/** A worker: its Proxy, run until the primary (or a signal) says stop. */
+async function runWorker(logger: Logger, spec: WorkerSpec): Promise<void> {
+  const proxy = workerProxy(spec, logger);
+  const stop = new AbortController();
+  const wiring = serveWorker(proxy, logger, () => stop.abort('primary'));
+  try {
+    await runProxy(logger, proxy, stop.signal, () => wiring.started());
+  } finally {
+    wiring.detach();
+    // Leave the IPC channel so the process can exit (node:cluster then knows it meant to).
+    if (process.connected) cluster.worker?.disconnect();
+  }
+}
+
+/** The primary of --concurrency N: forks the workers and is their admin, metrics and signals. */
+async function runPrimary(logger: Logger, config: LoadedProxyConfig): Promise<void> {
+  const primary = new ProxyPrimary({
+    logger,
+    workers: config.concurrency,
+    options: config.options,
+    logLevel: config.logLevel,
+  });
+  const onHup = () => {
+    logger.info('Reloading certificates in every worker (SIGHUP)');
+    primary.reloadCertificates();
+  };
+  await runUntilSignal(logger, {
+    start: async () => {
+      process.on('SIGHUP', onHup);
+      await primary.start();
+      primary.whenReady().then(
+        () => {
+          logger.info({ workers: config.concurrency }, 'Proxy ready');
+          notifySystemdReady(logger);
+        },
+        (err: unknown) => logger.debug({ err }, 'Proxy closed before it was ready'),
+      );
+    },
+    close: async () => {
+      process.off('SIGHUP', onHup);
+      await primary.close();
+    },
+  });
+}

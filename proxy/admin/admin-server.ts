@@ -91,71 +91,98 @@ function formatOf(query: URLSearchParams): string {
   return query.get('format') ?? 'text';
 }
 
-/** The admin routes over `source`. @internal exported for tests of single routes */
-export function adminRoutes(source: AdminSource): Route[] {
-  const json = (v: unknown): HttpResult => ({ json: v });
+/** The paths the admin server's index lists. */
+export const ADMIN_PATHS: readonly string[] = [
+  '/ready',
+  '/healthz',
+  '/stats',
+  '/config_dump',
+  '/clusters',
+  '/listeners',
+  '/server_info',
+];
+
+/** `GET /`: the index, with `note` lines after the paths. */
+export function indexRoute(title: string, note = ''): Route {
+  return {
+    method: 'GET',
+    path: '/',
+    admin: false,
+    handler: () => ({ text: `${title}\n${ADMIN_PATHS.join('\n')}\n${note}` }),
+  };
+}
+
+/** `GET /ready` (200 LIVE, else 503 `STATE: reason`) and `GET /healthz` (200 while serving). */
+export function readinessRoutes(readiness: () => Readiness | Promise<Readiness>): Route[] {
   return [
-    {
-      method: 'GET',
-      path: '/',
-      admin: false,
-      handler: () => ({
-        text:
-          'Sail proxy admin\n' +
-          [
-            '/ready',
-            '/healthz',
-            '/stats',
-            '/config_dump',
-            '/clusters',
-            '/listeners',
-            '/server_info',
-          ].join('\n') +
-          '\n',
-      }),
-    },
     {
       method: 'GET',
       path: '/ready',
       admin: false,
-      handler: () => {
-        const r = source.readiness();
+      handler: async () => {
+        const r = await readiness();
         if (r.state === 'LIVE') return { text: 'LIVE\n' };
         return { status: 503, text: r.reason ? `${r.state}: ${r.reason}\n` : `${r.state}\n` };
       },
     },
     { method: 'GET', path: '/healthz', admin: false, handler: () => ({ text: 'ok\n' }) },
-    {
-      method: 'GET',
-      path: '/stats',
-      admin: false,
-      handler: async ({ query }) => {
-        const format = formatOf(query);
-        if (format === 'prometheus') {
-          const m = await source.metrics();
-          return { text: m.text, contentType: m.contentType };
-        }
-        let stats = source.stats();
-        const filter = query.get('filter');
-        if (filter) {
-          let re: RegExp;
-          try {
-            re = new RegExp(filter);
-          } catch (err) {
-            throw new InvalidInputError(`filter: invalid regular expression ${filter}`, {
-              cause: err,
-            });
-          }
-          stats = new Map([...stats].filter(([k]) => re.test(k)));
-        }
-        if (format === 'json')
-          return json({
-            stats: [...stats.keys()].sort().map(name => ({ name, value: stats.get(name) })),
+  ];
+}
+
+type Stats = ReadonlyMap<string, number | string>;
+
+/**
+ * `GET /stats` in text, JSON (`?format=json`) or Prometheus, with `?filter=REGEX`. `stats` sees
+ * the query (a `--concurrency` primary reads `?worker=N` from it).
+ */
+export function statsRoute(
+  stats: (query: URLSearchParams) => Stats | Promise<Stats>,
+  metrics: () => Promise<MetricsText>,
+): Route {
+  return {
+    method: 'GET',
+    path: '/stats',
+    admin: false,
+    handler: async ({ query }) => {
+      const format = formatOf(query);
+      if (format === 'prometheus') {
+        const m = await metrics();
+        return { text: m.text, contentType: m.contentType };
+      }
+      const filter = query.get('filter');
+      let re: RegExp | undefined;
+      if (filter) {
+        try {
+          re = new RegExp(filter);
+        } catch (err) {
+          throw new InvalidInputError(`filter: invalid regular expression ${filter}`, {
+            cause: err,
           });
-        if (format !== 'text') throw new InvalidInputError(`format: want text, json or prometheus`);
-        return { text: renderStatsText(stats) };
-      },
+        }
+      }
+      if (format !== 'json' && format !== 'text')
+        throw new InvalidInputError(`format: want text, json or prometheus`);
+      let all = await stats(query);
+      if (re) all = new Map([...all].filter(([k]) => re.test(k)));
+      if (format === 'json')
+        return {
+          json: { stats: [...all.keys()].sort().map(name => ({ name, value: all.get(name) })) },
+        };
+      return { text: renderStatsText(all) };
     },
+  };
+}
+
+/** The admin routes over `source`. @internal exported for tests of single routes */
+export function adminRoutes(source: AdminSource): Route[] {
+  const json = (v: unknown): HttpResult => ({ json: v });
+  return [
+    indexRoute('Sail proxy admin'),
+    ...readinessRoutes(() => source.readiness()),
+    statsRoute(
+      () => source.stats(),
+      () => source.metrics(),
+    ),
     {
       method: 'GET',
       path: '/config_dump',
@@ -195,7 +222,7 @@ export function adminRoutes(source: AdminSource): Route[] {
 }
 
 /** The metrics routes over `metrics`. */
-function metricsRoutes(metrics: () => Promise<MetricsText>): Route[] {
+export function metricsRoutes(metrics: () => Promise<MetricsText>): Route[] {
   const handler = async (): Promise<HttpResult> => {
     const m = await metrics();
     return { text: m.text, contentType: m.contentType };
@@ -206,14 +233,17 @@ function metricsRoutes(metrics: () => Promise<MetricsText>): Route[] {
   ];
 }
 
-export interface AdminServerOptions {
+export type AdminServerOptions = {
   readonly logger: Logger;
   /** `HOST:PORT`; port 0 picks one (read `address` after start). */
   readonly listen: string;
   /** Allow a non-loopback `listen` (default false). */
   readonly allowRemote?: boolean;
-  readonly source: AdminSource;
-}
+} & (
+  | { readonly source: AdminSource }
+  /** Other routes than a proxy's (a `--concurrency` primary's, which asks its workers). */
+  | { readonly routes: readonly Route[] }
+);
 
 /** Binds an HTTP server on `address`, naming what it is for in the error. */
 async function bind(server: http.Server, address: string, what: string): Promise<string> {
@@ -250,7 +280,11 @@ export class AdminServer implements Lifecycle {
   async start(): Promise<void> {
     checkAdminAddress(this.opts.listen, this.opts.allowRemote ?? false, 'adminListen');
     const server = http.createServer(
-      createRouter(adminRoutes(this.opts.source), this.log, () => true),
+      createRouter(
+        'routes' in this.opts ? [...this.opts.routes] : adminRoutes(this.opts.source),
+        this.log,
+        () => true,
+      ),
     );
     server.keepAliveTimeout = 5_000;
     this.bound = await bind(server, this.opts.listen, 'admin server');

@@ -4,12 +4,15 @@ export {
   type AdminServerOptions,
   type AdminSource,
   checkAdminAddress,
+  indexRoute,
   isLoopbackHost,
   MetricsServer,
   type MetricsServerOptions,
   type MetricsText,
   type Readiness,
+  readinessRoutes,
   type ServerState,
+  statsRoute,
 } from './admin-server';
 export {
   type ConfigDumpInput,

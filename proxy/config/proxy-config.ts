@@ -8,6 +8,7 @@
  * for a proxy run on its own (explicit traffic mode, no capture).
  */
 import * as net from 'node:net';
+import * as os from 'node:os';
 import * as path from 'node:path';
 import { z } from 'zod';
 import {
@@ -36,6 +37,8 @@ export const DEFAULT_TRUST_DOMAIN = 'cluster.local';
 export const DEFAULT_CERTS_DIR = '/var/lib/sail/certs';
 export const DEFAULT_STATE_DIR = '/var/lib/sail/state';
 export const DEFAULT_OUTBOUND_BIND_HOST = '127.0.0.1';
+/** The most worker processes `concurrency` may ask for. */
+export const MAX_CONCURRENCY = 256;
 /** The DNS suffix of the Istio node id's domain (`NS.svc.cluster.local`). */
 const NODE_DOMAIN_SUFFIX = 'svc.cluster.local';
 
@@ -102,6 +105,14 @@ const nodeSchema = z.strictObject({
   ip: zIp,
   namespace: zName('namespace').default('default'),
 });
+
+/** Worker processes: 1 (the default) runs none, 0 one per core. */
+const CONCURRENCY_MESSAGE = `want a number of worker processes from 0 to ${MAX_CONCURRENCY} (0: one per core)`;
+const zConcurrency = z
+  .number({ message: CONCURRENCY_MESSAGE })
+  .int({ message: CONCURRENCY_MESSAGE })
+  .min(0, { message: CONCURRENCY_MESSAGE })
+  .max(MAX_CONCURRENCY, { message: CONCURRENCY_MESSAGE });
 
 const zTrafficMode = z.enum(['capture', 'explicit'], { message: 'want capture or explicit' });
 
@@ -179,6 +190,7 @@ export const proxyFileSchema = z
     adminAllowRemote: z.boolean().default(false),
     metricsListen: zHostPort.default(DEFAULT_METRICS_LISTEN),
     accessLog: z.boolean().default(false),
+    concurrency: zConcurrency.default(1),
     meshUpstreamProtocol: z
       .enum(['http2', 'http1'], { message: 'want http2 or http1' })
       .default('http1'),
@@ -223,6 +235,7 @@ export interface ProxyConfigOverrides {
   readonly metricsListen?: string;
   readonly trafficMode?: string;
   readonly accessLog?: boolean;
+  readonly concurrency?: number;
 }
 
 /** The flag naming each override in errors. */
@@ -235,12 +248,18 @@ const OVERRIDE_FLAGS: Readonly<Record<keyof ProxyConfigOverrides, string>> = {
   metricsListen: '--metrics-listen',
   trafficMode: '--traffic-mode',
   accessLog: '--access-log',
+  concurrency: '--concurrency',
 };
 
 /** A loaded config: the proxy's options (without logger) plus what only main uses. */
 export interface LoadedProxyConfig {
   readonly options: Omit<ProxyOptions, 'logger'>;
   readonly logLevel: LogLevel;
+  /**
+   * Worker processes to run the data plane in (`concurrency`, 0 resolved to the number of
+   * cores): 1 runs it in this process.
+   */
+  readonly concurrency: number;
 }
 
 /** Checks one flag value with the field's schema. @throws ConfigError naming the flag */
@@ -326,7 +345,15 @@ function resolve(
     shutdownGraceMs: file.shutdownGrace,
     initialFetchTimeoutMs: file.initialFetchTimeout,
   };
-  return { options, logLevel: file.logLevel };
+  const concurrency =
+    overrides.concurrency !== undefined
+      ? checkFlag('concurrency', zConcurrency, overrides.concurrency)
+      : file.concurrency;
+  return {
+    options,
+    logLevel: file.logLevel,
+    concurrency: concurrency === 0 ? os.availableParallelism() : concurrency,
+  };
 }
 
 /**
@@ -355,5 +382,5 @@ export function loadProxyConfig(
 /** A one-line summary of a loaded config for `--validate` and the start log. */
 export function describeProxyConfig(c: LoadedProxyConfig): string {
   const o = c.options;
-  return `node ${o.nodeId}, pilot ${o.pilotAddress} (${o.pilotSpiffeId}), traffic ${o.traffic.mode}, admin ${o.adminListen}`;
+  return `node ${o.nodeId}, pilot ${o.pilotAddress} (${o.pilotSpiffeId}), traffic ${o.traffic.mode}, admin ${o.adminListen}${c.concurrency > 1 ? `, ${c.concurrency} workers` : ''}`;
 }

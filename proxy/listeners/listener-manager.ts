@@ -428,16 +428,12 @@ export class ListenerManager {
     try {
       await new Promise<void>((resolve, reject) => {
         b.server.once('error', reject);
-        // An inherited socket is listened on through a duplicate: closing this binding (a drain)
-        // must leave the original for the next one.
-        const where =
-          plan.fd !== undefined
-            ? { fd: duplicateInherited(plan.fd) }
-            : { host: plan.host, port: plan.port };
-        b.server.listen(where, () => {
+        const listening = () => {
           b.server.off('error', reject);
           resolve();
-        });
+        };
+        if (plan.fd !== undefined) b.server.listen(inheritedHandle(plan.fd), listening);
+        else b.server.listen({ host: plan.host, port: plan.port }, listening);
       });
     } catch (err: unknown) {
       this.counters.bindFailures++;
@@ -703,16 +699,27 @@ export class ListenerManager {
   }
 }
 
-/** A duplicate of the inherited listening socket `fd`. @throws Error naming traffic.inboundFd */
-function duplicateInherited(fd: number): number {
+/**
+ * A handle on a duplicate of the inherited listening socket `fd`, for `server.listen(handle)`.
+ *
+ * A duplicate, because closing a binding (a drain) must leave the original for the next one. A
+ * handle rather than `listen({ fd })`, because in a `--concurrency` worker Node's cluster module
+ * would ask the primary to listen on the primary's descriptor of that number; a handle is listened
+ * on in this process, so each worker accepts from the shared socket itself. The wrapping socket
+ * neither reads nor writes: it only carries the handle.
+ * @throws Error naming traffic.inboundFd
+ */
+export function inheritedHandle(fd: number): net.Socket {
+  let dup: number;
   try {
-    return dupFd(fd);
+    dup = dupFd(fd);
   } catch (err) {
     throw new Error(
       `traffic.inboundFd ${fd} is not an open file descriptor (the node agent passes its TPROXY socket as 3; run by hand, leave traffic.inboundFd out)`,
       { cause: err },
     );
   }
+  return new net.Socket({ fd: dup, readable: false, writable: false });
 }
 
 /** SO_ORIGINAL_DST of an accepted socket through the native addon. */

@@ -30,11 +30,16 @@ export interface ProxyStatusSource {
 
 const KINDS: readonly XdsKind[] = ['clusters', 'endpoints', 'listeners', 'routes'];
 
-/** Registers the sail_proxy_* metrics in `registry`, read from `source` at each scrape. */
+/**
+ * Registers the sail_proxy_* metrics in `registry`, read from `source` at each scrape. Each gauge
+ * says how a `--concurrency` primary merges the workers' values (prom-client's `aggregator`,
+ * default sum): ready and connected are the least of them, the config versions each one in force.
+ */
 export function registerProxyMetrics(registry: prom.Registry, source: ProxyStatusSource): void {
   const registers = [registry];
   new prom.Gauge({
     name: 'sail_proxy_ready',
+    aggregator: 'min',
     help: '1 when the proxy is ready (configuration applied and certificate loaded), else 0',
     registers,
     collect() {
@@ -43,6 +48,7 @@ export function registerProxyMetrics(registry: prom.Registry, source: ProxyStatu
   });
   new prom.Gauge({
     name: 'sail_proxy_xds_connected',
+    aggregator: 'min',
     help: '1 while the xDS stream to pilot is up, else 0',
     registers,
     collect() {
@@ -51,6 +57,7 @@ export function registerProxyMetrics(registry: prom.Registry, source: ProxyStatu
   });
   new prom.Gauge({
     name: 'sail_proxy_xds_config_info',
+    aggregator: 'max',
     help: 'The version_info in force per xDS type (value always 1)',
     labelNames: ['type', 'version'],
     registers,
@@ -81,6 +88,7 @@ export function registerProxyMetrics(registry: prom.Registry, source: ProxyStatu
   });
   new prom.Gauge({
     name: 'sail_proxy_cert_expiry_seconds',
+    aggregator: 'min',
     help: 'Seconds until the workload certificate expires; 0 when none is loaded or it expired',
     registers,
     collect() {
@@ -90,6 +98,7 @@ export function registerProxyMetrics(registry: prom.Registry, source: ProxyStatu
   });
   new prom.Gauge({
     name: 'sail_proxy_listeners_bound',
+    aggregator: 'max',
     help: 'Listeners with a bound socket',
     registers,
     collect() {
