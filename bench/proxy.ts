@@ -9,6 +9,7 @@
  *             from a real in-process control plane, B registered as a workload)
  *             (the default `meshUpstreamProtocol: http1`: pooled HTTP/1.1 over mTLS between them)
  *   sail-h2   the same with `meshUpstreamProtocol: http2`: multiplexed HTTP/2 between the proxies
+ *   sail-cN   the sail pair with `concurrency: N`: each proxy a primary and N worker processes
  *   node-floor  client → A → mTLS → B → origin, where A and B are the least a Node.js process can
  *             do: bytes piped between one TLS and one TCP connection, no HTTP parsed
  *             (bench/proxy-node-floor.ts; same node flags as the Sail proxies). The runtime's
@@ -17,6 +18,8 @@
  *
  * Cores: the origin and the load generator share core 0; the two proxies of a pair share core 1
  * (taskset, when available). Every pair gets the same two processes on the same core.
+ * BENCH_PIN=0 pins nothing: the question `sail-cN` answers is whether worker processes pay when
+ * the proxies may use every core.
  *
  * Measurements, per setup:
  * - fixed rate: BENCH_RATE requests/s (1,000) for BENCH_DURATION s (20) after BENCH_WARMUP s (3)
@@ -81,8 +84,15 @@ const MAX_DURATION_S = env('BENCH_MAX_DURATION', 10);
 const MAX_CONNECTIONS = env('BENCH_CONNECTIONS', 16);
 const BODY_BYTES = env('BENCH_BODY', 1024);
 const SETUPS = (process.env.BENCH_SETUPS ?? 'direct,nginx,sail,sail-h2').split(',');
-const LOAD_CORE = 0;
-const PROXY_CORE = 1;
+/** BENCH_PIN=0: nothing pinned, every process may use every core (for `sail-cN`). */
+const PINNED = haveTaskset && process.env.BENCH_PIN !== '0';
+const LOAD_CORE = PINNED ? 0 : undefined;
+const PROXY_CORE = PINNED ? 1 : undefined;
+
+/** `cmd args` on `core` (taskset), or as they are when unpinned. */
+function onCore(core: number | undefined, cmd: string, args: string[]): [string, string[]] {
+  return core === undefined ? [cmd, args] : pin(core, cmd, args);
+}
 
 const debug = (m: string) => {
   if (process.env.BENCH_DEBUG) console.error(`[bench] ${m}`);
@@ -122,7 +132,7 @@ class Proc {
     core: number | undefined,
     env: NodeJS.ProcessEnv = process.env,
   ) {
-    const [c, a] = core === undefined ? [cmd, args] : pin(core, cmd, args);
+    const [c, a] = onCore(core, cmd, args);
     this.child = spawn(c, a, { stdio: ['ignore', 'pipe', 'pipe'], env });
     const keep = (b: Buffer) => {
       if (this.output.length < 2000) this.output.push(b.toString());
@@ -238,7 +248,7 @@ function buildLoadGenerator(dir: string): string {
 /** One open-loop run at the fixed rate (bench/proxy-load.c). */
 function fixedRate(generator: string, target: Target, seconds: number): Promise<RateResult> {
   const [ip, port] = target.address.split(':') as [string, string];
-  const [cmd, a] = pin(LOAD_CORE, generator, [
+  const [cmd, a] = onCore(LOAD_CORE, generator, [
     ip,
     port,
     target.host,
@@ -278,7 +288,7 @@ function wrk(target: Target): Promise<{ rps: number; errors: number; p99: string
     `Host: ${target.host}`,
     `http://${target.address}/`,
   ];
-  const [cmd, a] = pin(LOAD_CORE, 'wrk', args);
+  const [cmd, a] = onCore(LOAD_CORE, 'wrk', args);
   return new Promise((resolve, reject) => {
     const child = spawn(cmd, a, { stdio: ['ignore', 'pipe', 'pipe'] });
     let out = '';
@@ -347,7 +357,7 @@ async function servingPair(name: string, a: Proc, b: Proc, portA: number): Promi
   };
 }
 
-function nginx(name: string, dir: string, conf: string, core: number): Proc {
+function nginx(name: string, dir: string, conf: string, core: number | undefined): Proc {
   const file = path.join(dir, `${name}.conf`);
   fs.writeFileSync(file, conf);
   return new Proc(
@@ -588,7 +598,7 @@ async function main(): Promise<void> {
     `Proxy benchmark: ${RATE} rps for ${DURATION_S} s (after ${WARMUP_S} s warm-up) over ${RATE_CONNECTIONS} connections, then wrk ${MAX_CONNECTIONS} connections for ${MAX_DURATION_S} s; ${BODY_BYTES}-byte responses; setups ${SETUPS.join(', ')}`,
   );
   console.log(
-    `Machine: ${os.cpus().length} × ${os.cpus()[0]?.model ?? '?'}, Node ${process.version}, ${nginxVersion}; pinned: ${haveTaskset ? `origin+load on core ${LOAD_CORE}, proxies on core ${PROXY_CORE}` : 'no (taskset missing)'}`,
+    `Machine: ${os.cpus().length} × ${os.cpus()[0]?.model ?? '?'}, Node ${process.version}, ${nginxVersion}; pinned: ${PINNED ? `origin+load on core ${LOAD_CORE}, proxies on core ${PROXY_CORE}` : haveTaskset ? 'no (BENCH_PIN=0)' : 'no (taskset missing)'}`,
   );
   console.log(
     `Sail proxies: ${SAIL_BINARY ?? SAIL_JS}, NODE_OPTIONS=${JSON.stringify(PROXY_NODE_OPTIONS)}${NODE_ARGS.length > 0 && !SAIL_BINARY ? `, node ${NODE_ARGS.join(' ')}` : ''}`,
@@ -652,6 +662,8 @@ async function main(): Promise<void> {
         else if (name === 'node-floor') setup = await startNodeFloorPair(ctx);
         else if (name === 'sail-h2')
           setup = await startSailPair(ctx, name, { meshUpstreamProtocol: 'http2' });
+        else if (/^sail-c\d+$/.test(name))
+          setup = await startSailPair(ctx, name, { concurrency: Number(name.slice(6)) });
         else throw new Error(`unknown setup ${name}`);
       } catch (err) {
         console.log(`setup ${name} skipped: ${err instanceof Error ? err.message : String(err)}`);

@@ -25,6 +25,18 @@ export const zHostPort = z.string().refine(s => parseHostPort(s) !== undefined, 
   message: 'want HOST:PORT (e.g. 127.0.0.1:15020, [::1]:15020)',
 });
 
+/** The most worker processes the proxy's `concurrency` may ask for. */
+export const MAX_CONCURRENCY = 256;
+
+const CONCURRENCY_MESSAGE = `want a number of worker processes from 0 to ${MAX_CONCURRENCY} (0: one per core)`;
+
+/** The proxy's worker processes (`sail proxy --concurrency`): 1 runs none, 0 one per core. */
+export const zConcurrency = z
+  .number({ message: CONCURRENCY_MESSAGE })
+  .int({ message: CONCURRENCY_MESSAGE })
+  .min(0, { message: CONCURRENCY_MESSAGE })
+  .max(MAX_CONCURRENCY, { message: CONCURRENCY_MESSAGE });
+
 /** Splits HOST:PORT; undefined when malformed. */
 export function parseHostPort(s: string): { host: string; port: number } | undefined {
   const m = /^(?:\[([^\]]+)\]|([^:[\]]+)):(\d{1,5})$/.exec(s);

@@ -84,6 +84,7 @@ describe('parseNodeAgentConfig', () => {
         stopGraceMs: 20_000,
         accessLog: false,
         nodeOptions: '--max-semi-space-size=2',
+        concurrency: 1,
       },
       proxyless: {
         enabled: true,
@@ -299,6 +300,11 @@ certs: { keyAlgorithm: ec-p384, ttl: 1h }`,
       name: 'a bad proxy user',
       yaml: 'controlPlane: { address: a }\nproxy: { user: "Sail Proxy" }',
       want: 'x.yaml: proxy.user: want a system user name',
+    },
+    {
+      name: 'a negative proxy concurrency',
+      yaml: 'controlPlane: { address: a }\nproxy: { concurrency: -2 }',
+      want: 'x.yaml: proxy.concurrency: want a number of worker processes from 0 to 256 (0: one per core)',
     },
     {
       name: 'a bad DNS upstream',

@@ -7,7 +7,14 @@ import * as net from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { z } from 'zod';
-import { loadConfigFile, parseConfig, parseHostPort, zDuration, zHostPort } from '../common/config';
+import {
+  loadConfigFile,
+  parseConfig,
+  parseHostPort,
+  zConcurrency,
+  zDuration,
+  zHostPort,
+} from '../common/config';
 import { ConfigError } from '../common/errors';
 import { LOG_LEVELS, type LogLevel } from '../common/logging';
 import {
@@ -365,6 +372,7 @@ export const nodeAgentFileSchema = z.strictObject({
       logLevel: z.enum(LOG_LEVELS, { message: `want one of ${LOG_LEVELS.join(', ')}` }).optional(),
       accessLog: z.boolean().default(false),
       nodeOptions: z.string().default(DEFAULT_PROXY_NODE_OPTIONS),
+      concurrency: zConcurrency.default(1),
     })
     .prefault({}),
   proxyless: z
@@ -484,6 +492,7 @@ function resolve(
       ...(file.proxy.logLevel ? { logLevel: file.proxy.logLevel } : {}),
       accessLog: file.proxy.accessLog,
       nodeOptions: file.proxy.nodeOptions,
+      concurrency: file.proxy.concurrency,
     },
     proxyless: {
       enabled: file.proxyless.enabled,

@@ -394,6 +394,7 @@ export class HostMesh implements Lifecycle {
       },
       adminListen: s.proxy.adminListen,
       accessLog: s.proxy.accessLog,
+      concurrency: s.proxy.concurrency,
       ...(level ? { logLevel: level } : {}),
     };
   }

@@ -120,6 +120,8 @@ export interface ProxyOptions {
   readonly accessLog: boolean;
   /** NODE_OPTIONS for the proxy process (e.g. `--max-semi-space-size=2`). */
   readonly nodeOptions: string;
+  /** The proxy's worker processes (its `concurrency`): 1 none, 0 one per core. */
+  readonly concurrency: number;
 }
 
 /** The local xDS endpoint for proxyless gRPC applications. */

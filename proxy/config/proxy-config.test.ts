@@ -1,4 +1,5 @@
 import * as fs from 'node:fs';
+import * as os from 'node:os';
 import * as path from 'node:path';
 import { ConfigError } from '../../common/errors';
 import { makeTmpDir } from '../../test/helpers/tmp-dir';
@@ -34,6 +35,7 @@ describe('parseProxyConfig', () => {
   it('fills every default from a minimal file', () => {
     const c = parse(MINIMAL);
     expect(c.logLevel).toBe('info');
+    expect(c.concurrency).toBe(1);
     expect(c.options).toEqual({
       nodeId: 'sidecar~10.0.0.5~vm-1.default~default.svc.cluster.local',
       workload: { name: 'vm-1', namespace: 'default', labels: {} },
@@ -134,6 +136,12 @@ logLevel: debug
       traffic: { mode: 'explicit', inboundBindHost: '10.0.0.6' },
       accessLog: true,
     });
+  });
+
+  it('reads concurrency from the file or the flag, 0 as one worker per core', () => {
+    expect(parse(`${MINIMAL}concurrency: 4\n`).concurrency).toBe(4);
+    expect(parse(`${MINIMAL}concurrency: 4\n`, { concurrency: 2 }).concurrency).toBe(2);
+    expect(parse(MINIMAL, { concurrency: 0 }).concurrency).toBe(os.availableParallelism());
   });
 
   it('accepts pilotAddress from a flag alone', () => {
@@ -241,6 +249,16 @@ logLevel: debug
       want: `${FILE}: metricsListen: want HOST:PORT`,
     },
     {
+      name: 'refuses a concurrency that is not a whole number',
+      text: `${MINIMAL}concurrency: 1.5\n`,
+      want: `${FILE}: concurrency: want a number of worker processes from 0 to 256 (0: one per core)`,
+    },
+    {
+      name: 'refuses more workers than 256',
+      text: `${MINIMAL}concurrency: 1000\n`,
+      want: `${FILE}: concurrency: want a number of worker processes from 0 to 256`,
+    },
+    {
       name: 'refuses YAML syntax errors with the line',
       text: 'node: {name: vm-1\n',
       want: `${FILE}: invalid YAML`,
@@ -276,6 +294,16 @@ logLevel: debug
       name: 'a bad metrics flag',
       o: { metricsListen: 'nope' },
       want: '--metrics-listen: want HOST:PORT',
+    },
+    {
+      name: 'a negative concurrency',
+      o: { concurrency: -1 },
+      want: '--concurrency: want a number of worker processes from 0 to 256 (0: one per core)',
+    },
+    {
+      name: 'a concurrency that is not a number (yargs gives NaN)',
+      o: { concurrency: Number.NaN },
+      want: '--concurrency: want a number of worker processes from 0 to 256',
     },
   ])('names the flag for $name', ({ o, want }) => {
     expect(errorOf(() => parse(MINIMAL, o as ProxyConfigOverrides)).message).toContain(want);

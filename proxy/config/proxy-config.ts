@@ -15,6 +15,7 @@ import {
   loadConfigFile,
   parseConfig,
   parseHostPort,
+  zConcurrency,
   zDuration,
   zHostPort,
 } from '../../common/config';
@@ -37,8 +38,6 @@ export const DEFAULT_TRUST_DOMAIN = 'cluster.local';
 export const DEFAULT_CERTS_DIR = '/var/lib/sail/certs';
 export const DEFAULT_STATE_DIR = '/var/lib/sail/state';
 export const DEFAULT_OUTBOUND_BIND_HOST = '127.0.0.1';
-/** The most worker processes `concurrency` may ask for. */
-export const MAX_CONCURRENCY = 256;
 /** The DNS suffix of the Istio node id's domain (`NS.svc.cluster.local`). */
 const NODE_DOMAIN_SUFFIX = 'svc.cluster.local';
 
@@ -105,14 +104,6 @@ const nodeSchema = z.strictObject({
   ip: zIp,
   namespace: zName('namespace').default('default'),
 });
-
-/** Worker processes: 1 (the default) runs none, 0 one per core. */
-const CONCURRENCY_MESSAGE = `want a number of worker processes from 0 to ${MAX_CONCURRENCY} (0: one per core)`;
-const zConcurrency = z
-  .number({ message: CONCURRENCY_MESSAGE })
-  .int({ message: CONCURRENCY_MESSAGE })
-  .min(0, { message: CONCURRENCY_MESSAGE })
-  .max(MAX_CONCURRENCY, { message: CONCURRENCY_MESSAGE });
 
 const zTrafficMode = z.enum(['capture', 'explicit'], { message: 'want capture or explicit' });
 

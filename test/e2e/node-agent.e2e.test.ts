@@ -10,7 +10,10 @@
  *                   agent's transparent socket), the other VMs redirect
  *   vm3  10.A.B.13  reviews v2 (sa reviews)
  *   every VM: sshd :22, `sail join` then `sail node-agent` as root (capture, the supervised
- *   proxy as sail-proxy, registration with a health probe of /health, DNS on :15053)
+ *   proxy as sail-proxy, registration with a health probe of /health, DNS on :15053); the proxies
+ *   of vm1 and vm2 run two worker processes (`proxy.concurrency: 2`), so both capture modes are
+ *   shown through workers too: REDIRECT's original destination read in a worker from a
+ *   connection node:cluster handed over, TPROXY's transparent socket accepted from by each worker
  *
  * ServiceEntries (STATIC, workloadSelector) make `reviews.default.svc.cluster.local` (VIP
  * lab.vip(1)) and `productpage.default.svc.cluster.local` (VIP lab.vip(2)); a namespace-wide
@@ -73,11 +76,27 @@ const spiffeIdOf = (sa: string) => `spiffe://${TRUST_DOMAIN}/ns/${NAMESPACE}/sa/
 const fqdn = (svc: string) => `${svc}.${NAMESPACE}.svc.cluster.local`;
 
 /** What each VM runs and is. */
-const HOSTS = {
-  vm1: { service: 'productpage', version: 'v1', sa: 'productpage', capture: 'redirect' },
-  vm2: { service: 'reviews', version: 'v1', sa: 'reviews', capture: 'tproxy' },
+const HOSTS: Record<
+  'vm1' | 'vm2' | 'vm3',
+  {
+    service: string;
+    version: string;
+    sa: string;
+    capture: 'redirect' | 'tproxy';
+    /** proxy.concurrency above 1: the proxy forks this many workers. */
+    proxyWorkers?: number;
+  }
+> = {
+  vm1: {
+    service: 'productpage',
+    version: 'v1',
+    sa: 'productpage',
+    capture: 'redirect',
+    proxyWorkers: 2,
+  },
+  vm2: { service: 'reviews', version: 'v1', sa: 'reviews', capture: 'tproxy', proxyWorkers: 2 },
   vm3: { service: 'reviews', version: 'v2', sa: 'reviews', capture: 'redirect' },
-} as const;
+};
 type Vm = keyof typeof HOSTS;
 const VMS = Object.keys(HOSTS) as Vm[];
 
@@ -179,6 +198,22 @@ async function sailPids(lab: MeshLab, vm: string, sub: string): Promise<number[]
     }
   }
   return pids;
+}
+
+/**
+ * The proxy process the agent started: with `--concurrency`, the primary (the one whose parent is
+ * not a proxy too), not one of its workers.
+ */
+async function proxyPid(lab: MeshLab, vm: string): Promise<number | undefined> {
+  const pids = await sailPids(lab, vm, 'proxy');
+  const parentOf = (pid: number) => {
+    try {
+      return Number(/^PPid:\s+(\d+)$/m.exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1]);
+    } catch {
+      return undefined;
+    }
+  };
+  return pids.find(p => !pids.includes(parentOf(p) ?? -1));
 }
 
 const sailArgv = (...args: string[]) => [process.execPath, SAIL_JS, ...args];
@@ -387,7 +422,13 @@ run('node agent e2e: three VMs in network namespaces', () => {
         },
         capture: { mode: HOSTS[vm].capture, excludeInboundPorts: '22' },
         dns: { enabled: true },
-        proxy: { enabled: true, user: PROXY_USER, accessLog: true, stopGrace: '2s' },
+        proxy: {
+          enabled: true,
+          user: PROXY_USER,
+          accessLog: true,
+          stopGrace: '2s',
+          concurrency: HOSTS[vm].proxyWorkers ?? 1,
+        },
         status: { listen: '127.0.0.1:15020' },
       };
       const out = path.join(dir, 'node-agent.lab.yaml');
@@ -485,7 +526,8 @@ run('node agent e2e: three VMs in network namespaces', () => {
       for (const vm of VMS) {
         expect((await agentStatus(vm)).status).toBe(200);
         expect((await l.sailRules(vm)).length).toBeGreaterThan(0);
-        expect(await sailPids(l, vm, 'proxy')).toHaveLength(1);
+        // The primary and its workers on the hosts that run them.
+        expect(await sailPids(l, vm, 'proxy')).toHaveLength(1 + (HOSTS[vm].proxyWorkers ?? 0));
         const proxyReady = await l.curl(vm, 'http://127.0.0.1:15000/ready');
         expect(proxyReady.status).toBe(200);
       }
@@ -682,7 +724,7 @@ run('node agent e2e: three VMs in network namespaces', () => {
       // agent's transparent socket again.
       const killed = new Map<Vm, number>();
       for (const vm of ['vm1', 'vm2'] as const) {
-        const [old] = await sailPids(l, vm, 'proxy');
+        const old = await proxyPid(l, vm);
         expect(old).toBeDefined();
         killed.set(vm, old as number);
         process.kill(old as number, 'SIGKILL');
@@ -690,7 +732,7 @@ run('node agent e2e: three VMs in network namespaces', () => {
       for (const [vm, old] of killed) {
         const next = await waitFor(
           async () => {
-            const [p] = await sailPids(l, vm, 'proxy');
+            const p = await proxyPid(l, vm);
             return p !== undefined &&
               p !== old &&
               (await l.curl(vm, 'http://127.0.0.1:15000/ready')).status === 200
@@ -700,6 +742,11 @@ run('node agent e2e: three VMs in network namespaces', () => {
           { timeoutMs: 20_000, intervalMs: 200, what: `a new ready proxy in ${vm}` },
         );
         expect(next).not.toBe(old);
+        // The killed primary's workers left with it: none keeps the ports or the TPROXY socket.
+        await waitFor(
+          async () => (await sailPids(l, vm, 'proxy')).length === 1 + (HOSTS[vm].proxyWorkers ?? 0),
+          { timeoutMs: 10_000, intervalMs: 200, what: `only the new proxy's processes in ${vm}` },
+        );
       }
       const c = client as MeshClient;
       await c.reset();
@@ -719,7 +766,7 @@ run('node agent e2e: three VMs in network namespaces', () => {
 
     it('kill -9 of the TPROXY host agent: its proxy keeps serving, and a new agent takes over', async () => {
       const l = L();
-      const [proxy] = await sailPids(l, 'vm2', 'proxy');
+      const proxy = await proxyPid(l, 'vm2');
       expect(proxy).toBeDefined();
       const agent = agents.vm2 as LabProcess;
       agent.kill('SIGKILL');
@@ -735,7 +782,7 @@ run('node agent e2e: three VMs in network namespaces', () => {
       // A new agent stops the leftover proxy (its pid file), so the port is free for a new
       // transparent socket, and comes up ready.
       await startAgent('vm2');
-      const [next] = await sailPids(l, 'vm2', 'proxy');
+      const next = await proxyPid(l, 'vm2');
       expect(next).toBeDefined();
       expect(next).not.toBe(proxy);
       await c.reset();
