@@ -10,6 +10,8 @@
  *             (the default `meshUpstreamProtocol: http1`: pooled HTTP/1.1 over mTLS between them)
  *   sail-h2   the same with `meshUpstreamProtocol: http2`: multiplexed HTTP/2 between the proxies
  *   sail-cN   the sail pair with `concurrency: N`: each proxy a primary and N worker processes
+ *   sail-nginx-cN  `sail proxy` A with `concurrency: N` → mTLS → nginx B (the nginx pair's B):
+ *             one Sail proxy alone, to see what worker processes give it when cores are free
  *   node-floor  client → A → mTLS → B → origin, where A and B are the least a Node.js process can
  *             do: bytes piped between one TLS and one TCP connection, no HTTP parsed
  *             (bench/proxy-node-floor.ts; same node flags as the Sail proxies). The runtime's
@@ -368,13 +370,16 @@ function nginx(name: string, dir: string, conf: string, core: number | undefined
   );
 }
 
+/** nginx's TLS files from a certificate directory in the node agent's layout. */
+const nginxTls = (d: string) => ({
+  certChain: path.join(d, 'cert-chain.pem'),
+  key: path.join(d, 'key.pem'),
+  roots: path.join(d, 'root-cert.pem'),
+});
+
 async function startNginxPair(ctx: Context): Promise<Setup> {
   const [portA, portB] = [await freePort(), await freePort()];
-  const tls = (d: string) => ({
-    certChain: path.join(d, 'cert-chain.pem'),
-    key: path.join(d, 'key.pem'),
-    roots: path.join(d, 'root-cert.pem'),
-  });
+  const tls = nginxTls;
   const b = nginx(
     'nginx-b',
     ctx.dir,
@@ -390,7 +395,16 @@ async function startNginxPair(ctx: Context): Promise<Setup> {
   return servingPair('nginx', a, b, portA);
 }
 
-async function startSailPair(ctx: Context, name: string, extra: Record<string, unknown>) {
+/**
+ * A pair of `sail proxy` processes with `extra` config keys; `nginxB`: B is nginx (as in the nginx
+ * pair) on B's workload address, so that A is the only Node.js process of the pair.
+ */
+async function startSailPair(
+  ctx: Context,
+  name: string,
+  extra: Record<string, unknown>,
+  nginxB = false,
+) {
   const hosts = {
     a: { node: 'vm-a', ip: DEFAULT_OUTBOUND_HOST, labels: { app: 'client', version: 'v1' } },
     b: { node: 'vm-b', ip: DEFAULT_WORKLOAD_HOST, labels: { app: 'server', version: 'v1' } },
@@ -399,6 +413,12 @@ async function startSailPair(ctx: Context, name: string, extra: Record<string, u
   const admins: string[] = [];
   for (const side of ['a', 'b'] as const) {
     const h = hosts[side];
+    if (side === 'b' && nginxB) {
+      const listen = `${h.ip}:${ctx.port}`;
+      const conf = pairBConfig(ctx.dir, listen, `127.0.0.1:${ctx.port}`, nginxTls(ctx.certs.b));
+      procs.push(nginx(`${name}-b`, ctx.dir, conf, PROXY_CORE));
+      continue;
+    }
     const adminPort = await freePort();
     const metricsPort = await freePort();
     const o = proxyOptionsFor({
@@ -664,6 +684,8 @@ async function main(): Promise<void> {
           setup = await startSailPair(ctx, name, { meshUpstreamProtocol: 'http2' });
         else if (/^sail-c\d+$/.test(name))
           setup = await startSailPair(ctx, name, { concurrency: Number(name.slice(6)) });
+        else if (/^sail-nginx-c\d+$/.test(name))
+          setup = await startSailPair(ctx, name, { concurrency: Number(name.slice(12)) }, true);
         else throw new Error(`unknown setup ${name}`);
       } catch (err) {
         console.log(`setup ${name} skipped: ${err instanceof Error ? err.message : String(err)}`);
