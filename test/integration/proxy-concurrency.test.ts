@@ -202,6 +202,32 @@ describeBuilt('sail proxy --concurrency', () => {
     expect(proc.stderr).toEqual([]);
   });
 
+  it('exits 1 without forking a worker when its admin port is taken', async () => {
+    const taken = http.createServer();
+    await new Promise<void>(r => taken.listen(0, '127.0.0.1', r));
+    const port = (taken.address() as { port: number }).port;
+    const file = path.join(tmp.dir, 'proxy-taken.yaml');
+    fs.writeFileSync(
+      file,
+      proxyConfigYaml(
+        { ...pair.hostA.options, adminListen: `127.0.0.1:${port}` },
+        { logLevel: 'info', concurrency: 2 },
+      ),
+    );
+    const proc = new SailProcess(['proxy', '--config', file]);
+    try {
+      await waitFor(() => proc.stderr.length > 0, { timeoutMs: 15_000, what: 'the error' });
+      expect(await proc.stop()).toBe(1);
+      expect(proc.stderr.join('\n')).toContain(
+        `cannot listen on 127.0.0.1:${port} for the admin server: EADDRINUSE`,
+      );
+      expect(proc.logs('Proxy worker forked')).toEqual([]);
+    } finally {
+      await proc.stop();
+      await new Promise(r => taken.close(r));
+    }
+  });
+
   it('refuses a bad --concurrency with exit 2, naming the flag', async () => {
     const file = path.join(tmp.dir, 'proxy-bad.yaml');
     fs.writeFileSync(file, proxyConfigYaml(pair.hostA.options));
