@@ -169,10 +169,9 @@ export class ProxyPrimary implements Lifecycle {
       aggregator: 'first',
       registers,
     });
-    const listen = opts.options.adminListen;
     this.admin = new AdminServer({
       logger: opts.logger,
-      listen,
+      listen: opts.options.adminListen,
       allowRemote: opts.options.adminAllowRemote ?? false,
       routes: this.routes(),
     });
@@ -181,19 +180,6 @@ export class ProxyPrimary implements Lifecycle {
       listen: opts.options.metricsListen,
       metrics: () => this.metricsText(),
     });
-  }
-
-  get adminAddress(): string | undefined {
-    return this.admin.address;
-  }
-
-  get metricsAddress(): string | undefined {
-    return this.metrics.address;
-  }
-
-  /** The workers' process ids, by worker number (1…N; undefined while one is restarting). */
-  workerPids(): (number | undefined)[] {
-    return this.slots.map(s => s.worker?.process.pid);
   }
 
   /**
@@ -263,7 +249,10 @@ export class ProxyPrimary implements Lifecycle {
             if (w.isDead()) resolve();
           }),
         );
-        this.send(slot, { sail: 'shutdown' });
+        // A worker still starting may not listen on the channel yet; its signal handler (or the
+        // default action, while it loads) stops it instead.
+        if (slot.admin === undefined) w.process.kill('SIGTERM');
+        else this.send(slot, { sail: 'shutdown' });
       }
       const all = Promise.all(exits);
       const timer = setTimeout(() => {
@@ -368,9 +357,15 @@ export class ProxyPrimary implements Lifecycle {
     }
   }
 
-  /** Asks one worker. @throws NotReadyError when it is not running or does not answer in time */
+  /**
+   * Asks one worker. Only a started worker is asked: one still loading has no listener for the
+   * question yet, and would leave it unanswered until the timeout.
+   * @throws NotReadyError when it is not running or started, or does not answer in time
+   */
   private query<K extends QueryKind>(slot: Slot, what: K): Promise<QueryAnswers[K]> {
     const id = this.nextQueryId++;
+    if (slot.admin === undefined)
+      return Promise.reject(new NotReadyError(`worker ${slot.index}: ${this.downReason(slot)}`));
     return new Promise((resolve, reject) => {
       const timeoutMs = this.opts.queryTimeoutMs ?? DEFAULT_QUERY_TIMEOUT_MS;
       const timer = setTimeout(() => {
@@ -381,12 +376,13 @@ export class ProxyPrimary implements Lifecycle {
       if (!this.send(slot, { sail: 'query', id, what })) {
         clearTimeout(timer);
         slot.pending.delete(id);
-        reject(new NotReadyError(`worker ${slot.index} is not running (${this.downReason(slot)})`));
+        reject(new NotReadyError(`worker ${slot.index}: exiting (its channel is closed)`));
       }
     });
   }
 
   private downReason(slot: Slot): string {
+    if (slot.worker) return 'starting';
     return slot.lastExit ? `restarting after it exited with ${slot.lastExit}` : 'starting';
   }
 
@@ -427,9 +423,7 @@ export class ProxyPrimary implements Lifecycle {
   /** The running workers' answers to `what` (a worker that cannot answer is left out). */
   private async fromRunning<K extends QueryKind>(what: K): Promise<QueryAnswers[K][]> {
     const answers = await Promise.all(
-      this.slots.map(slot =>
-        slot.worker ? this.query(slot, what).catch(() => undefined) : Promise.resolve(undefined),
-      ),
+      this.slots.map(slot => this.query(slot, what).catch(() => undefined)),
     );
     return answers.filter((a): a is Awaited<QueryAnswers[K]> => a !== undefined);
   }
@@ -475,8 +469,7 @@ export class ProxyPrimary implements Lifecycle {
   /** Answers a forwarded admin path from one worker's own admin server. */
   private async forward(path: string, query: URLSearchParams): Promise<HttpResult> {
     const slot = this.slotOf(query.get('worker') ?? '1');
-    if (!slot.admin)
-      throw new NotReadyError(`worker ${slot.index} is not running (${this.downReason(slot)})`);
+    if (!slot.admin) throw new NotReadyError(`worker ${slot.index}: ${this.downReason(slot)}`);
     const rest = new URLSearchParams(query);
     rest.delete('worker');
     const qs = rest.toString();

@@ -19,7 +19,7 @@
  * Addresses and ports are unusual on purpose (127.0.77.0/24; ports picked free on 127.0.0.1) so
  * that other tests running at the same time do not collide.
  */
-import type * as http from 'node:http';
+import * as http from 'node:http';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import * as YAML from 'yaml';
@@ -556,4 +556,39 @@ export async function startProxyPair(opts: ProxyPairOptions): Promise<ProxyPair>
     await closeAll();
     throw err;
   }
+}
+
+/**
+ * One HTTP/1.1 GET to `HOST:PORT` on a fresh connection (no agent), with `Host: hostHeader`; the
+ * status and body as text.
+ */
+export function getOnce(
+  address: string,
+  urlPath: string,
+  hostHeader: string,
+  timeoutMs = 10_000,
+): Promise<{ status: number; body: string }> {
+  const hp = /^(.*):(\d+)$/.exec(address);
+  if (!hp) throw new Error(`want HOST:PORT, got ${address}`);
+  return new Promise((resolve, reject) => {
+    const req = http.get(
+      {
+        host: hp[1],
+        port: Number(hp[2]),
+        path: urlPath,
+        agent: false,
+        headers: { host: hostHeader },
+        timeout: timeoutMs,
+      },
+      res => {
+        let body = '';
+        res.setEncoding('utf8');
+        res.on('data', (c: string) => (body += c));
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
+        res.on('error', reject);
+      },
+    );
+    req.on('timeout', () => req.destroy(new Error('request timed out')));
+    req.on('error', reject);
+  });
 }

@@ -11,6 +11,7 @@ import * as fs from 'node:fs';
 import * as http from 'node:http';
 import * as path from 'node:path';
 import {
+  getOnce,
   type ProxyPair,
   proxyConfigYaml,
   startProxyPair,
@@ -29,21 +30,7 @@ if (!sailBuilt())
 jest.setTimeout(90_000);
 
 /** One request on a new connection (node:cluster hands out connections, not requests). */
-function get(address: string): Promise<{ status: number; body: string }> {
-  const [host, port] = address.split(':') as [string, string];
-  return new Promise((resolve, reject) => {
-    const req = http.get(
-      { host, port: Number(port), path: '/hello', agent: false, headers: { host: SERVICE_HOST } },
-      res => {
-        let body = '';
-        res.setEncoding('utf8');
-        res.on('data', (c: string) => (body += c));
-        res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
-      },
-    );
-    req.on('error', reject);
-  });
-}
+const get = (address: string) => getOnce(address, '/hello', SERVICE_HOST);
 
 async function getText(url: string): Promise<{ status: number; text: string }> {
   const res = await fetch(url);
@@ -176,6 +163,12 @@ describeBuilt('sail proxy --concurrency', () => {
       process.kill(pids[1] as number, 'SIGKILL');
       const exited = await proc.waitForLog('Proxy worker exited; forking it again');
       expect(exited).toMatchObject({ worker: 2, exit: 'signal SIGKILL', level: 'error' });
+      // Not ready while it is away (1 s before the fork, then its start), and /ready says why.
+      const down = await getText(`${admin}/ready`);
+      expect(down.status).toBe(503);
+      expect(down.text).toMatch(
+        /^PRE_INITIALIZING: worker 2: (restarting after it exited with signal SIGKILL|starting)\n$/,
+      );
       expect(await get(outbound)).toEqual({ status: 200, body: 'hello from B' });
       const again = await proc.waitForLog(
         'Proxy worker forked',
@@ -200,6 +193,28 @@ describeBuilt('sail proxy --concurrency', () => {
       await proc.stop();
     }
     expect(proc.stderr).toEqual([]);
+  });
+
+  it('stops at once when told to while its workers are still starting', async () => {
+    const file = path.join(tmp.dir, 'proxy-early.yaml');
+    fs.writeFileSync(
+      file,
+      proxyConfigYaml(
+        { ...pair.hostA.options, adminListen: '127.0.0.1:0', metricsListen: '127.0.0.1:0' },
+        { logLevel: 'info', concurrency: 2, shutdownGrace: '10s' },
+      ),
+    );
+    const proc = new SailProcess(['proxy', '--config', file]);
+    try {
+      await proc.waitForLog('Proxy primary started');
+      const t0 = Date.now();
+      // The workers are still loading: they cannot hear the primary over IPC yet.
+      expect(await proc.stop(20_000)).toBe(0);
+      expect(Date.now() - t0).toBeLessThan(5_000);
+      expect(proc.logs('Workers did not stop within the shutdown grace; killing them')).toEqual([]);
+    } finally {
+      await proc.stop();
+    }
   });
 
   it('exits 1 without forking a worker when its admin port is taken', async () => {

@@ -22,6 +22,7 @@ import { ProxySupervisor, type ProxySupervisorOptions } from '../../node-agent/s
 import { Proxy as SailProxy } from '../../proxy';
 import { LogCapture } from '../helpers/log-capture';
 import {
+  getOnce,
   type IdentityFiles,
   type ProxyPair,
   proxyConfigYaml,
@@ -46,27 +47,7 @@ const SLOW_MS = 1_000;
 
 /** One HTTP/1.1 request through proxy A to the service (fresh connection). */
 function request(port: number, urlPath: string): Promise<{ status: number; body: string }> {
-  return new Promise((resolve, reject) => {
-    const req = http.get(
-      {
-        host: OUTBOUND_HOST,
-        port,
-        path: urlPath,
-        agent: false,
-        headers: { host: `${SERVICE_HOST}:${port}` },
-        timeout: 10_000,
-      },
-      res => {
-        let body = '';
-        res.setEncoding('utf8');
-        res.on('data', (c: string) => (body += c));
-        res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
-        res.on('error', reject);
-      },
-    );
-    req.on('timeout', () => req.destroy(new Error('request timed out')));
-    req.on('error', reject);
-  });
+  return getOnce(`${OUTBOUND_HOST}:${port}`, urlPath, `${SERVICE_HOST}:${port}`);
 }
 
 /** The serial of the certificate B's inbound listener presents now (a new TLS connection). */
