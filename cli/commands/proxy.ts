@@ -109,7 +109,7 @@ export const proxyCommand: CommandModule<object, ProxyArgs> = {
           'Worker processes (overrides concurrency): 1 runs the data plane in this process, N > 1 forks N behind one admin port, 0 one per core',
       })
       .example('$0 proxy --config /etc/sail/proxy.yaml', 'Run the proxy (the node agent does this)')
-      .example('$0 proxy --config /etc/sail/proxy.yaml --concurrency 2', 'Two worker processes')
+      .example('$0 proxy --concurrency 2', 'Two worker processes behind one admin port')
       .example(
         '$0 proxy --validate --config /etc/sail/proxy.yaml',
         'Check an edited config',
