@@ -64,6 +64,14 @@ function duration(seconds: number): string {
 /** `type.googleapis.com/envoy.config.listener.v3.Listener` → `Listener`. */
 const shortType = (typeUrl: string) => typeUrl.slice(typeUrl.lastIndexOf('.') + 1);
 
+/** `, 2 workers` (`, 1 of 2 workers` while one restarts) for a `--concurrency` proxy. */
+function workersText(w: { concurrency: number; live: number } | undefined): string {
+  if (!w) return '';
+  return w.live === w.concurrency
+    ? `, ${w.concurrency} workers`
+    : `, ${w.live} of ${w.concurrency} workers`;
+}
+
 /** The human form of `/status`. */
 export function renderStatus(s: StatusDocument): string {
   const lines: string[] = [];
@@ -93,7 +101,7 @@ export function renderStatus(s: StatusDocument): string {
     const exit = proxy.lastExit;
     row(
       'Proxy',
-      `${proxy.state}${proxy.pid !== undefined ? ` (pid ${proxy.pid})` : ''}, ${proxy.restarts} restarts` +
+      `${proxy.state}${proxy.pid !== undefined ? ` (pid ${proxy.pid}${workersText(proxy.workers)})` : ''}, ${proxy.restarts} restarts` +
         (exit ? `, last exit ${exit.code ?? exit.signal ?? '?'} at ${exit.at}` : ''),
     );
     if (proxy.xds) {

@@ -69,19 +69,44 @@ export interface XdsStatus {
   readonly versions: Readonly<Record<string, string>>;
 }
 
-/**
- * Extracts the xDS state from a `/server_info` body (`control_plane.connected` and
- * `control_plane.versions`, proxy/proxy.ts); undefined when the body does not have them.
- */
-export function parseServerInfo(body: string): XdsStatus | undefined {
+/** `body` parsed when it is a JSON object; undefined otherwise. */
+function jsonObject(body: string): Record<string, unknown> | undefined {
   let parsed: unknown;
   try {
     parsed = JSON.parse(body);
   } catch {
     return undefined;
   }
-  if (typeof parsed !== 'object' || parsed === null) return undefined;
-  const cp = (parsed as { control_plane?: unknown }).control_plane;
+  return typeof parsed === 'object' && parsed !== null
+    ? (parsed as Record<string, unknown>)
+    : undefined;
+}
+
+/** A `--concurrency` proxy's workers, from its `/server_info` (ProxyStatus.workers). */
+export interface WorkersStatus {
+  readonly concurrency: number;
+  /** Running now (one may be restarting). */
+  readonly live: number;
+}
+
+/**
+ * The workers of a `--concurrency` proxy from a `/server_info` body (`workers`, which only a
+ * primary adds: proxy/workers/primary.ts); undefined for a proxy without workers.
+ */
+export function parseWorkers(body: string): WorkersStatus | undefined {
+  const w = jsonObject(body)?.workers;
+  if (typeof w !== 'object' || w === null) return undefined;
+  const { concurrency, live } = w as { concurrency?: unknown; live?: unknown };
+  if (typeof concurrency !== 'number' || typeof live !== 'number') return undefined;
+  return { concurrency, live };
+}
+
+/**
+ * Extracts the xDS state from a `/server_info` body (`control_plane.connected` and
+ * `control_plane.versions`, proxy/proxy.ts); undefined when the body does not have them.
+ */
+export function parseServerInfo(body: string): XdsStatus | undefined {
+  const cp = jsonObject(body)?.control_plane;
   if (typeof cp !== 'object' || cp === null) return undefined;
   const { connected, versions } = cp as { connected?: unknown; versions?: unknown };
   if (typeof connected !== 'boolean') return undefined;

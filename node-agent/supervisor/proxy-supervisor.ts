@@ -21,7 +21,13 @@ import { writeFileAtomic } from '../../common/fs';
 import { CloseOnce, type Lifecycle } from '../../common/lifecycle';
 import { LogField, type Logger } from '../../common/logging';
 import { prom } from '../../common/metrics';
-import { adminGet, parseServerInfo, type XdsStatus } from './admin-probe';
+import {
+  adminGet,
+  parseServerInfo,
+  parseWorkers,
+  type WorkersStatus,
+  type XdsStatus,
+} from './admin-probe';
 import { ProxySpawnError } from './errors';
 import { killLeftoverProxy, pidFileOf, removePidFile, writePidFile } from './pid-file';
 
@@ -136,6 +142,8 @@ export interface ProxyStatus {
   readonly lastExit?: ProxyExit;
   /** From the proxy admin /server_info: versions ACKed per type, pilot connected. */
   readonly xds?: XdsStatus;
+  /** From /server_info too, when the proxy runs worker processes (`proxy.concurrency`). */
+  readonly workers?: WorkersStatus;
 }
 
 /** One spawned proxy process. */
@@ -291,10 +299,14 @@ export class ProxySupervisor implements Lifecycle {
   async status(): Promise<ProxyStatus> {
     const child = this.child;
     let xds: XdsStatus | undefined;
+    let workers: WorkersStatus | undefined;
     if (child) {
       try {
         const res = await adminGet(this.opts.adminAddress, '/server_info');
-        if (res.status === 200) xds = parseServerInfo(res.body);
+        if (res.status === 200) {
+          xds = parseServerInfo(res.body);
+          workers = parseWorkers(res.body);
+        }
       } catch (err) {
         this.log.debug({ err }, 'Proxy admin /server_info did not answer');
       }
@@ -305,6 +317,7 @@ export class ProxySupervisor implements Lifecycle {
       restarts: this.restarts,
       ...(this.lastExit ? { lastExit: this.lastExit } : {}),
       ...(xds ? { xds } : {}),
+      ...(workers ? { workers } : {}),
     };
   }
 

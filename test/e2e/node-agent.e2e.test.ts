@@ -538,6 +538,8 @@ run('node agent e2e: three VMs in network namespaces', () => {
       expect(text.stdout).toContain('spiffe://cluster.local/ns/default/sa/productpage');
       expect(text.stdout).toMatch(/^Registration: registered, healthy/m);
       expect(text.stdout).toMatch(/^Pilot: +connected$/m);
+      // vm1's proxy runs two workers (proxy.concurrency: 2).
+      expect(text.stdout).toMatch(/^Proxy: +ready \(pid \d+, 2 workers\), \d+ restarts/m);
       expect(text.stdout).toMatch(/^Capture: +redirect via iptables-(nft|legacy), installed$/m);
       const json = JSON.parse((await l.exec('vm1', sailArgv('status', '-o', 'json'))).stdout) as {
         ready: boolean;
@@ -547,6 +549,8 @@ run('node agent e2e: three VMs in network namespaces', () => {
       expect(json.proxy.state).toBe('ready');
       expect(Object.keys(json.proxy.xds.versions).length).toBeGreaterThanOrEqual(4);
       // vm2 captures inbound with TPROXY: mangle rules, its policy route, installed and verified.
+      const vm3 = await l.exec('vm3', sailArgv('status'));
+      expect(vm3.stdout).toMatch(/^Proxy: +ready \(pid \d+\), \d+ restarts/m);
       const vm2 = await l.exec('vm2', sailArgv('status'));
       expect(vm2.stdout).toMatch(/^Capture: +tproxy via iptables-(nft|legacy), installed$/m);
       expect(await l.run('vm2', ['ip', 'rule', 'show'])).toContain('lookup 133');
