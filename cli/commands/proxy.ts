@@ -144,19 +144,27 @@ function flagLevel(args: ProxyArgs): LogLevel | undefined {
   return args['log-level'] as LogLevel | undefined;
 }
 
+/** What `sail proxy` runs: a Proxy, or the primary of its workers. */
+interface ProxyRunnable {
+  start(): Promise<void>;
+  close(): Promise<void>;
+  whenReady(): Promise<void>;
+  reloadCertificates(): Promise<void> | void;
+}
+
 /**
- * Starts `proxy`, tells systemd once it is ready, and closes it on SIGTERM/SIGINT or when `stop`
- * aborts; SIGHUP re-reads the certificates. `onStarted` runs once start() resolved.
+ * Starts `proxy`, tells systemd once it is ready (logging `readyFields` with it), and closes it on
+ * SIGTERM/SIGINT or when `stop` aborts; SIGHUP re-reads the certificates. `onStarted` runs once
+ * start() resolved.
  */
 async function runProxy(
   logger: Logger,
-  proxy: ProxyModule.Proxy,
-  stop?: AbortSignal,
-  onStarted?: () => void,
+  proxy: ProxyRunnable,
+  opts: { stop?: AbortSignal; onStarted?: () => void; readyFields?: Record<string, unknown> } = {},
 ): Promise<void> {
   const onHup = () => {
     logger.info('Reloading certificates (SIGHUP)');
-    proxy.reloadCertificates().catch((err: unknown) => {
+    Promise.resolve(proxy.reloadCertificates()).catch((err: unknown) => {
       logger.error({ err }, 'Certificate reload failed');
     });
   };
@@ -166,10 +174,10 @@ async function runProxy(
       start: async () => {
         process.on('SIGHUP', onHup);
         await proxy.start();
-        onStarted?.();
+        opts.onStarted?.();
         proxy.whenReady().then(
           () => {
-            logger.info('Proxy ready');
+            logger.info(opts.readyFields ?? {}, 'Proxy ready');
             notifySystemdReady(logger);
           },
           (err: unknown) => logger.debug({ err }, 'Proxy closed before it was ready'),
@@ -180,7 +188,7 @@ async function runProxy(
         await proxy.close();
       },
     },
-    stop,
+    opts.stop,
   );
 }
 
@@ -191,7 +199,7 @@ async function runWorker(logger: Logger, spec: WorkerSpec): Promise<void> {
   const stop = new AbortController();
   const wiring = serveWorker(proxy, logger, () => stop.abort('primary'));
   try {
-    await runProxy(logger, proxy, stop.signal, () => wiring.started());
+    await runProxy(logger, proxy, { stop: stop.signal, onStarted: () => wiring.started() });
   } finally {
     wiring.detach();
     // Leave the IPC channel so the process can exit (node:cluster then knows it meant to).
@@ -207,25 +215,5 @@ async function runPrimary(logger: Logger, config: LoadedProxyConfig): Promise<vo
     options: config.options,
     logLevel: config.logLevel,
   });
-  const onHup = () => {
-    logger.info('Reloading certificates in every worker (SIGHUP)');
-    primary.reloadCertificates();
-  };
-  await runUntilSignal(logger, {
-    start: async () => {
-      process.on('SIGHUP', onHup);
-      await primary.start();
-      primary.whenReady().then(
-        () => {
-          logger.info({ workers: config.concurrency }, 'Proxy ready');
-          notifySystemdReady(logger);
-        },
-        (err: unknown) => logger.debug({ err }, 'Proxy closed before it was ready'),
-      );
-    },
-    close: async () => {
-      process.off('SIGHUP', onHup);
-      await primary.close();
-    },
-  });
+  await runProxy(logger, primary, { readyFields: { workers: config.concurrency } });
 }

@@ -19,6 +19,7 @@
 import cluster, { type Worker } from 'node:cluster';
 import * as http from 'node:http';
 import * as sea from 'node:sea';
+import { Backoff } from '../../common/backoff';
 import { type Clock, systemClock } from '../../common/clock';
 import { ClosedError, InvalidInputError, NotReadyError } from '../../common/errors';
 import type { HttpResult, Route } from '../../common/http';
@@ -89,7 +90,7 @@ interface Slot {
   startedAt: number;
   /** How the last process in this slot ended (`code 1`, `signal SIGKILL`). */
   lastExit: string | undefined;
-  backoffMs: number;
+  readonly backoff: Backoff;
   restartTimer: NodeJS.Timeout | undefined;
   readonly pending: Map<number, Pending>;
 }
@@ -147,7 +148,12 @@ export class ProxyPrimary implements Lifecycle {
       ready: false,
       startedAt: 0,
       lastExit: undefined,
-      backoffMs: opts.restartInitialMs ?? DEFAULT_RESTART_INITIAL_MS,
+      // No jitter: one host's workers have no fleet to fall out of step with.
+      backoff: new Backoff({
+        initialMs: opts.restartInitialMs ?? DEFAULT_RESTART_INITIAL_MS,
+        maxMs: opts.restartMaxMs ?? DEFAULT_RESTART_MAX_MS,
+        random: () => 1,
+      }),
       restartTimer: undefined,
       pending: new Map(),
     }));
@@ -335,10 +341,8 @@ export class ProxyPrimary implements Lifecycle {
     slot.pending.clear();
     this.notifyReady();
     if (this.closing) return;
-    const initial = this.opts.restartInitialMs ?? DEFAULT_RESTART_INITIAL_MS;
-    if (this.clock.now() - slot.startedAt >= STABLE_MS) slot.backoffMs = initial;
-    const delay = slot.backoffMs;
-    slot.backoffMs = Math.min(delay * 2, this.opts.restartMaxMs ?? DEFAULT_RESTART_MAX_MS);
+    if (this.clock.now() - slot.startedAt >= STABLE_MS) slot.backoff.reset();
+    const delay = slot.backoff.next();
     this.log.error(
       { worker: slot.index, pid: w.process.pid, exit: slot.lastExit, restartInMs: delay },
       'Proxy worker exited; forking it again',
@@ -382,8 +386,9 @@ export class ProxyPrimary implements Lifecycle {
   }
 
   private downReason(slot: Slot): string {
-    if (slot.worker) return 'starting';
-    return slot.lastExit ? `restarting after it exited with ${slot.lastExit}` : 'starting';
+    return !slot.worker && slot.lastExit
+      ? `restarting after it exited with ${slot.lastExit}`
+      : 'starting';
   }
 
   private allReady(): boolean {
